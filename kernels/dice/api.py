@@ -1,0 +1,90 @@
+"""Public loss functions with backend dispatch."""
+
+from __future__ import annotations
+
+import torch
+
+from .._backend import Backend, use_triton
+from .op import dice_ce_stats
+from .reference import dice_ce_stats_reference, loss_from_stats
+
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _kernel_unsupported(logits: torch.Tensor, target: torch.Tensor) -> str | None:
+    """Why the Triton kernel cannot take these inputs (None when it can)."""
+    if logits.dim() != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
+        return f"need (B, C, H, W) logits and (B, H, W) target, got {logits.shape}, {target.shape}"
+    if logits.dtype not in _KERNEL_DTYPES:
+        return f"logits must be fp32/fp16/bf16, got {logits.dtype}"
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        return f"target must hold integer class indices, got {target.dtype}"
+    if target.device != logits.device:
+        return "logits and target must be on the same device"
+    return None
+
+
+def _stats(logits: torch.Tensor, target: torch.Tensor, backend: Backend):
+    """(inter, psum, gsum, ce) from the kernel or the reference (``dice_ce_stats_reference``)."""
+    if use_triton(backend, logits):
+        why = _kernel_unsupported(logits, target)
+        if why is None:
+            return dice_ce_stats(logits, target)
+        if backend == "triton":
+            raise ValueError(f"dice_ce_loss(backend='triton'): {why}")
+    return dice_ce_stats_reference(logits, target)
+
+
+def dice_ce_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    lambda_dice: float = 0.5,
+    lambda_ce: float = 1.0,
+    include_background: bool = True,
+    batch: bool = False,
+    ignore_empty: bool = True,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    backend: Backend = "auto",
+) -> torch.Tensor:
+    """``lambda_ce * CrossEntropy + lambda_dice * (1 - mean soft-Dice)``.
+
+    Args:
+        logits: (B, C, H, W) logits, fp32/fp16/bf16 (fp64 on the torch path).
+        target: (B, H, W) integer class indices in [0, C).
+        include_background, batch, smooth_nr, smooth_dr: as in ``monai.losses.DiceCELoss``.
+        ignore_empty: Dice terms with an empty ground truth are left out of the mean.
+        backend: ``"auto"`` (Triton on CUDA, PyTorch otherwise and for inputs the kernel does not
+            take, e.g. fp64), ``"triton"`` (on CPU tensors needs ``TRITON_INTERPRET=1``) or
+            ``"torch"``. ONNX export and ``torch.jit.trace`` always use the reference.
+
+    Returns:
+        0-d fp32 tensor (fp64 for fp64 logits).
+    """
+    inter, psum, gsum, ce = _stats(logits, target, backend)
+    return loss_from_stats(
+        inter, psum, gsum, ce, target.shape[-2] * target.shape[-1],
+        lambda_dice=lambda_dice, lambda_ce=lambda_ce, include_background=include_background,
+        batch=batch, ignore_empty=ignore_empty, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
+    )
+
+
+def soft_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    include_background: bool = True,
+    batch: bool = False,
+    ignore_empty: bool = True,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    backend: Backend = "auto",
+) -> torch.Tensor:
+    """``1 - mean soft-Dice`` of softmax(logits) against one-hot(target); arguments and shapes as
+    :func:`dice_ce_loss`."""
+    return dice_ce_loss(
+        logits, target, lambda_dice=1.0, lambda_ce=0.0, include_background=include_background,
+        batch=batch, ignore_empty=ignore_empty, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
+        backend=backend,
+    )

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from temseg.losses import DiceCELoss, DiceLoss
+from temseg.metrics import confusion_matrix, dice_iou, summarize
+
+
+def test_confusion_matrix_counts():
+    t = np.array([0, 0, 1, 1, 2, 2])
+    p = np.array([0, 1, 1, 1, 0, 2])
+    cm = confusion_matrix(p, t, 3)
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
+
+
+def test_dice_iou_from_known_matrix():
+    cm = np.array([[50, 10, 0], [5, 30, 0], [0, 0, 0]])
+    dice, iou = dice_iou(cm)
+    assert dice[0] == pytest.approx(2 * 50 / (2 * 50 + 5 + 10))
+    assert dice[1] == pytest.approx(2 * 30 / (2 * 30 + 10 + 5))
+    assert iou[0] == pytest.approx(50 / 65)
+    assert iou[1] == pytest.approx(30 / 45)
+    assert math.isnan(dice[2]) and math.isnan(iou[2])  # absent from truth and prediction
+    rep = summarize(cm, ["a", "b", "c"])
+    assert rep["dice"]["c"] is None
+    assert rep["mean_dice"] == pytest.approx((dice[0] + dice[1]) / 2)
+    assert rep["classes_in_mean"] == ["a", "b"]
+
+
+def test_class_predicted_but_absent_scores_zero():
+    cm = np.array([[9, 1], [0, 0]])
+    dice, _ = dice_iou(cm)
+    assert dice[1] == 0.0
+
+
+def test_loss_hand_computed():
+    # uniform logits over 2 classes: p = 0.5 everywhere, CE = ln 2
+    logits = torch.zeros(1, 2, 1, 2)
+    target = torch.tensor([[[0, 1]]])
+    # per class: I = 0.5, P = 1, G = 1 -> Dice = (1 + s) / (2 + s)
+    s = 1e-5
+    expect = math.log(2) + 0.5 * (1 - (1 + s) / (2 + s))
+    assert float(DiceCELoss()(logits, target)) == pytest.approx(expect, rel=1e-6)
+
+
+def test_loss_absent_class_rule():
+    logits = torch.randn(2, 5, 8, 8)
+    target = torch.randint(0, 3, (2, 8, 8))  # classes 3, 4 absent
+    got = DiceLoss(batch=True)(logits, target)
+    p = logits.softmax(1)
+    oh = torch.nn.functional.one_hot(target, 5).permute(0, 3, 1, 2).float()
+    inter, ps, gs = (p * oh).sum((0, 2, 3)), p.sum((0, 2, 3)), oh.sum((0, 2, 3))
+    dice = (2 * inter + 1e-5) / (ps + gs + 1e-5)
+    assert float(got) == pytest.approx(float(1 - dice[:3].mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_matches_monai_dicece_when_all_classes_present(batch: bool):
+    monai = pytest.importorskip("monai.losses")
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 16, 12, dtype=torch.float64)
+    target = torch.arange(16 * 12).reshape(16, 12).remainder(5).expand(3, 16, 12).clone()
+    ref = monai.DiceCELoss(to_onehot_y=True, softmax=True, batch=batch, lambda_dice=0.5,
+                           lambda_ce=1.0)(logits, target[:, None])
+    ours = DiceCELoss(batch=batch)(logits, target)
+    assert float(ours) == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_loss_gradient_flows():
+    logits = torch.randn(2, 5, 8, 8, requires_grad=True)
+    DiceCELoss()(logits, torch.randint(0, 5, (2, 8, 8))).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from temseg import load_model
+from temseg.checkpoint import read_checkpoint, save_checkpoint
+from temseg.data import load_dataset
+from temseg.models import UNetConfig
+from temseg.train import TrainConfig, loop, lr_factor, train
+
+TINY = UNetConfig(width=8, heads=2)
+
+
+def tiny_config(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), model=TINY, epochs=2, batch_size=4,
+                patch_size=64, patches_per_image=4, val_crop=96, val_fraction=0.34,
+                progress=False, seed=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_lr_schedule_shape():
+    assert lr_factor(0.0, 0.1) < 0.01
+    assert lr_factor(0.1, 0.1) == pytest.approx(1.0)
+    assert lr_factor(0.55, 0.1) == pytest.approx(0.505, abs=1e-3)
+    assert lr_factor(1.0, 0.1) == pytest.approx(0.01)
+
+
+def test_run_writes_outputs_and_checkpoint_round_trips(blocks: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    summary = train(tiny_config(blocks, out))
+    for name in ("best.pt", "last.pt", "metrics.csv", "metrics.json", "curves.png",
+                 "config.json", "summary.json"):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert set(history[0]["val_dice"]) == {"background", "blood_vessel", "myelinated_axon",
+                                           "unmyelinated_axon", "schwann_cell"}
+    assert summary["val_images"] and not set(summary["val_images"]) & set(summary["train_images"])
+    model = load_model(out)
+    x = torch.randn(1, 1, 40, 40)
+    again = tmp_path / "copy.pt"
+    save_checkpoint(again, model)
+    torch.testing.assert_close(load_model(again)(x), model(x))
+    assert load_model(out / "last.pt").config == TINY
+
+
+def test_resume_equals_uninterrupted(blocks: Path, tmp_path: Path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(tiny_config(blocks, straight, epochs=2))
+    resumed = tmp_path / "resumed"
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # the run dies right after writing last.pt of epoch 1
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "_write_metrics", crash)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(blocks, resumed, epochs=2))
+    assert read_checkpoint(resumed / "last.pt")["train_state"]["epoch"] == 1
+    train(tiny_config(blocks, resumed, epochs=2))  # picks up last.pt
+    a = read_checkpoint(straight / "last.pt")["state_dict"]
+    b = read_checkpoint(resumed / "last.pt")["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_same_seed_same_weights(blocks: Path, tmp_path: Path):
+    train(tiny_config(blocks, tmp_path / "a", epochs=1))
+    train(tiny_config(blocks, tmp_path / "b", epochs=1))
+    a = read_checkpoint(tmp_path / "a" / "last.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "b" / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_time_limit_stops_cleanly(blocks: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    summary = train(tiny_config(blocks, out, epochs=1000, time_limit=0.05))
+    assert summary["stopped_by_time_limit"]
+    assert summary["epochs_done"] < 1000
+    assert (out / "best.pt").is_file()
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt: not a readable checkpoint"):
+        load_model(bad)
+    with pytest.raises(FileNotFoundError, match="no best.pt or last.pt"):
+        load_model(tmp_path)
+
+
+def test_dataset_loads_for_training(blocks: Path):
+    samples = load_dataset(blocks)
+    assert len(samples) == 3 and samples[0].labels.max() <= 4
