@@ -18,8 +18,9 @@ def conv_bn_act(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class ResidualBlock(nn.Module):
-    """Pre-activation-free basic residual block (two 3x3 convs); a strided 1x1 projection on the
-    shortcut when the shape changes. (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
+    """Basic residual block (two 3x3 convs, the first strided); an average-pool + 1x1
+    projection on the shortcut when the shape changes.
+    (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
 
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
@@ -28,7 +29,11 @@ class ResidualBlock(nn.Module):
                                    nn.BatchNorm2d(cout))
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+            # ResNet-D shortcut: average-pool then 1x1 conv keeps all pixels (a strided 1x1
+            # conv drops 3/4 of them; its channels-last CPU backward also crashed oneDNN in
+            # torch 2.13 for <= 8 input channels).
+            pool: nn.Module = nn.AvgPool2d(stride) if stride != 1 else nn.Identity()
+            self.shortcut = nn.Sequential(pool, nn.Conv2d(cin, cout, 1, bias=False),
                                           nn.BatchNorm2d(cout))
         self.act = nn.ReLU(inplace=True)
 
