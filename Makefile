@@ -26,6 +26,9 @@ $(STAMP): $(BIN)/python pyproject.toml setup.py CMakeLists.txt $(shell find csrc
 	fi
 	$(BIN)/pip install -q setuptools wheel "pybind11>=2.12" "cmake>=3.22" ninja
 	$(BIN)/pip install -q --no-build-isolation -e '.[test]'
+	# type stubs for mypy on temseg/export/tensorrt.py; --no-deps: they require tensorrt,
+	# whose wheels come from NVIDIA's own index (not reachable everywhere)
+	$(BIN)/pip install -q --no-deps "tensorrt-stubs>=10,<11"
 	@touch $@
 
 install: $(STAMP)
@@ -37,7 +40,9 @@ install: $(STAMP)
 
 test-cpp: $(STAMP) /usr/include/doctest/doctest.h
 	$(BIN)/cmake -S . -B $(CPP_BUILD) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(BIN))/ninja \
-		-DCMAKE_BUILD_TYPE=Release -DTEMSEG_BUILD_TESTS=ON -DTEMSEG_BUILD_PYTHON=OFF
+		-DCMAKE_BUILD_TYPE=Release -DTEMSEG_BUILD_TESTS=ON -DTEMSEG_BUILD_PYTHON=OFF \
+		-DTEMSEG_WITH_TORCH=ON \
+		-DCMAKE_PREFIX_PATH="$$($(BIN)/python -c 'import torch;print(torch.utils.cmake_prefix_path)')"
 	$(BIN)/cmake --build $(CPP_BUILD) -j$(JOBS)
 	$(BIN)/ctest --test-dir $(CPP_BUILD) --output-on-failure
 
@@ -51,6 +56,21 @@ test: lint test-cpp test-py
 
 demo: $(STAMP)
 	$(BIN)/temseg demo
+
+# Benchmark suites against the baseline (docs/benchmarks.md): pytest-benchmark JSON in
+# $(BENCH_JSON), then one summary table. Sizes: TEMSEG_BENCH_* variables (see the docs).
+BENCH_JSON ?= build/bench.json
+BENCH_ARGS ?=
+SLIDE_MEMORY_SIZES ?= 4096 2048
+bench: $(STAMP)
+	@mkdir -p build
+	$(BIN)/python -m pytest benchmarks -q --benchmark-quiet --benchmark-json=$(BENCH_JSON) \
+		$(BENCH_ARGS)
+	@if [ -f benchmarks/slide_memory.py ]; then \
+		$(BIN)/python benchmarks/slide_memory.py --sizes $(SLIDE_MEMORY_SIZES) \
+			--workdir build/slide-memory --out build/slide_memory.json \
+			|| echo "benchmarks/slide_memory.py failed: left out of the summary"; fi
+	$(BIN)/python -m benchmarks.summary $(BENCH_JSON) --slide-memory build/slide_memory.json
 
 clean:
 	rm -rf build temseg-demo temseg/*.so *.egg-info

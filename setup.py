@@ -67,6 +67,8 @@ class CMakeBuild(build_ext):
             "-DTEMSEG_BUILD_PYTHON=ON",
             "-DTEMSEG_BUILD_TESTS=OFF",
             "-DTEMSEG_INSTALL=OFF",
+            "-DTEMSEG_BUILD_EXAMPLES=OFF",  # the embedded runtime is built by CMake directly
+            "-DTEMSEG_WITH_TENSORRT=OFF",
         ]
         if "CMAKE_ARGS" in os.environ:
             cmake_args += [a for a in os.environ["CMAKE_ARGS"].split(" ") if a]

@@ -35,6 +35,16 @@ def triton_available() -> bool:
     return _TRITON_FOUND
 
 
+def check_launch(device: torch.device, interpreted: bool) -> None:
+    """Before a kernel launch: CPU tensors only work when the kernel module was decorated under
+    the interpreter (``TRITON_INTERPRET=1`` when it was first imported)."""
+    if device.type != "cuda" and not interpreted:
+        raise RuntimeError(
+            f"Triton kernel launched on {device.type} tensors, but the kernel modules were "
+            "imported without TRITON_INTERPRET=1: set it before the first Triton call"
+        )
+
+
 def exporting() -> bool:
     """True while tracing for ONNX / TorchScript: those graphs must use the reference ops.
 

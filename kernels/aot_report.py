@@ -8,8 +8,9 @@ and whether the PTX uses tensor-core instructions (``mma.sync`` on sm_80, ``wgmm
 
 Prints one table and exits with status 1 if any config spills (LOCAL or STACK > 0), exceeds the
 architecture's shared memory per block (sm_80: 163 KB, sm_90: 227 KB), misses the expected
-tensor-core instruction in a kernel with 16-bit dots, or fails to compile; 2 if the NVIDIA
-backend is not usable here (no Triton, no ptxas/cuobjdump).
+tensor-core instruction in a kernel with dots (fp16/bf16, and fp32 as tf32), or fails to
+compile; 2 if the NVIDIA backend is not usable here (no Triton, no ptxas/cuobjdump). Triton's
+compile cache (~/.triton/cache) makes repeated runs take seconds.
 
 The specialisation mirrors what the JIT would see for contiguous tensors of the model's shapes:
 unit strides become constants, pointers and the other strides are 16-aligned, N is not.
@@ -31,9 +32,9 @@ from pathlib import Path
 
 SMEM_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 TC_INSTR = {80: "mma", 90: "wgmma"}
-DTYPES = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
+DTYPES = ("fp16", "bf16", "fp32")
 ATTN_HEAD_DIMS = (32, 64, 128)
-DICE_CLASSES = (5, 32)
+DICE_CLASSES = (5, 16, 32)
 
 
 @dataclass
@@ -119,6 +120,7 @@ def _attn_strides(prefixes: str) -> tuple[dict[str, str], dict[str, object], lis
 
 def attention_jobs(archs: tuple[int, ...], dtypes: tuple[str, ...],
                    head_dims: tuple[int, ...]) -> list[Job]:
+    """Every attention kernel x config the autotuner may pick for these archs/dtypes/head dims."""
     from .attention import configs as acfg
 
     jobs: list[Job] = []
@@ -126,47 +128,42 @@ def attention_jobs(archs: tuple[int, ...], dtypes: tuple[str, ...],
         for dt in dtypes:
             elem = 4 if dt == "fp32" else 2
             ptr = f"*{dt}"
-            # fp32 inputs: the tensor-core path is tf32 (taken when torch allows tf32); the
-            # default ieee path uses FMA dots and is reported as such.
-            precisions = ("tf32x3",) if dt == "fp32" else ("ieee",)
+            # fp32 inputs run tf32 tensor-core dots on GPU (see triton_fwd.dot_precision).
+            prec = "tf32" if dt == "fp32" else "ieee"
+            label = f"{dt}-{prec}" if dt == "fp32" else dt
             for hd in head_dims:
                 bd = max(16, 1 << (hd - 1).bit_length())
-                # forward
-                for prec in precisions:
-                    for c in acfg.configs_for("fwd", hd, elem):
-                        s, k, a = _attn_strides("qkvo")
-                        sig = {"Q": ptr, "K": ptr, "V": ptr, "Out": ptr, "LSE": "*fp32", **s,
-                               "H": "i32", "N": "i32", "qk_scale": "fp32"}
-                        const = {**k, "HEAD_DIM": hd, "BLOCK_D": bd, "PRECISION": prec,
-                                 "BLOCK_M": c.block_m, "BLOCK_N": c.block_n}
-                        jobs.append(Job("attn_fwd", f"d{hd} {c.name}", _dl(dt, prec), arch,
-                                        _full_sig(sig, const), const,
-                                        ("Q", "K", "V", "Out", "LSE", *a), c.num_warps,
-                                        c.num_stages, True, prec != "ieee" or elem == 2))
-                # preprocess
+                for c in acfg.configs_for("fwd", hd, elem, arch):
+                    s, k, a = _attn_strides("qkvo")
+                    sig = {"Q": ptr, "K": ptr, "V": ptr, "Out": ptr, "LSE": "*fp32", **s,
+                           "H": "i32", "N": "i32", "qk_scale": "fp32"}
+                    const = {**k, "HEAD_DIM": hd, "BLOCK_D": bd, "PRECISION": prec,
+                             "BLOCK_M": c.block_m, "BLOCK_N": c.block_n}
+                    jobs.append(Job("attn_fwd", f"d{hd} {c.name}", label, arch,
+                                    _full_sig(sig, const), const,
+                                    ("Q", "K", "V", "Out", "LSE", *a), c.num_warps,
+                                    c.num_stages, True, True))
                 s, k, a = _attn_strides("od")
                 sig = {"Out": ptr, "DO": ptr, "Delta": "*fp32", **s, "H": "i32", "N": "i32"}
                 const = {**k, "HEAD_DIM": hd, "BLOCK_D": bd, "BLOCK_M": acfg.PREPROCESS_BLOCK_M}
-                jobs.append(Job("attn_bwd_preprocess", f"d{hd} M{acfg.PREPROCESS_BLOCK_M}-w4",
+                jobs.append(Job("attn_bwd_preprocess",
+                                f"d{hd} M{acfg.PREPROCESS_BLOCK_M}-w{acfg.PREPROCESS_WARPS}",
                                 dt, arch, _full_sig(sig, const), const,
-                                ("Out", "DO", "Delta", *a), 4, 1, False, False))
-                # dk/dv and dq
-                for prec in precisions:
-                    for kind, name in (("bwd_kv", "attn_bwd_dkdv"), ("bwd_q", "attn_bwd_dq")):
-                        for c in acfg.configs_for(kind, hd, elem):
-                            s, k, a = _attn_strides("qkvd")
-                            outs = ("DK", "DV") if kind == "bwd_kv" else ("DQ",)
-                            sig = {"Q": ptr, "K": ptr, "V": ptr, "DO": ptr, "LSE": "*fp32",
-                                   "Delta": "*fp32", **{o: ptr for o in outs}, **s,
-                                   "H": "i32", "N": "i32", "sm_scale": "fp32",
-                                   "qk_scale": "fp32"}
-                            const = {**k, "HEAD_DIM": hd, "BLOCK_D": bd, "PRECISION": prec,
-                                     "BLOCK_M": c.block_m, "BLOCK_N": c.block_n}
-                            jobs.append(Job(name, f"d{hd} {c.name}", _dl(dt, prec), arch,
-                                            _full_sig(sig, const), const,
-                                            ("Q", "K", "V", "DO", "LSE", "Delta", *outs, *a),
-                                            c.num_warps, c.num_stages, True,
-                                            prec != "ieee" or elem == 2))
+                                ("Out", "DO", "Delta", *a), acfg.PREPROCESS_WARPS, 1, False,
+                                False))
+                for kind, name in (("bwd_kv", "attn_bwd_dkdv"), ("bwd_q", "attn_bwd_dq")):
+                    for c in acfg.configs_for(kind, hd, elem, arch):
+                        s, k, a = _attn_strides("qkvd")
+                        outs = ("DK", "DV") if kind == "bwd_kv" else ("DQ",)
+                        sig = {"Q": ptr, "K": ptr, "V": ptr, "DO": ptr, "LSE": "*fp32",
+                               "Delta": "*fp32", **{o: ptr for o in outs}, **s,
+                               "H": "i32", "N": "i32", "sm_scale": "fp32", "qk_scale": "fp32"}
+                        const = {**k, "HEAD_DIM": hd, "BLOCK_D": bd, "PRECISION": prec,
+                                 "BLOCK_M": c.block_m, "BLOCK_N": c.block_n}
+                        jobs.append(Job(name, f"d{hd} {c.name}", label, arch,
+                                        _full_sig(sig, const), const,
+                                        ("Q", "K", "V", "DO", "LSE", "Delta", *outs, *a),
+                                        c.num_warps, c.num_stages, True, True))
     return jobs
 
 
@@ -200,10 +197,6 @@ def dice_jobs(archs: tuple[int, ...], dtypes: tuple[str, ...],
                                         _full_sig(sig, const), const, tuple(aligned),
                                         c.num_warps, c.num_stages, False, False))
     return jobs
-
-
-def _dl(dt: str, prec: str) -> str:
-    return f"{dt}-{prec}" if dt == "fp32" else dt
 
 
 def _full_sig(sig: dict[str, str], const: dict[str, object]) -> dict[str, str]:
@@ -269,8 +262,8 @@ def compile_one(job: Job) -> Row:
 
 
 def format_table(rows: list[Row]) -> str:
-    header = ("kernel", "config", "dtype", "arch", "regs", "stack", "local", "smem_B", "tensor_core",
-              "status")
+    header = ("kernel", "config", "dtype", "arch", "regs", "stack", "local", "smem_B",
+              "tensor_core", "status")
     lines = [header]
     for r in rows:
         j = r.job
@@ -278,7 +271,8 @@ def format_table(rows: list[Row]) -> str:
                       str(r.local), str(r.smem), r.tc if j.has_dot else "- (no dot)",
                       "ok" if not r.problems else "; ".join(r.problems)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = [" ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    out = [" ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+           for line in lines]
     out.insert(1, "-" * len(out[0]))
     return "\n".join(out)
 
@@ -286,7 +280,7 @@ def format_table(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90])
-    parser.add_argument("--dtype", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--dtype", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument("--head-dim", type=int, nargs="+", default=list(ATTN_HEAD_DIMS))
     parser.add_argument("--classes", type=int, nargs="+", default=list(DICE_CLASSES))
     parser.add_argument("--kernels", nargs="+", default=None,
@@ -318,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     bad = [r for r in rows if r.problems]
     kernels = sorted({r.job.kernel for r in rows})
-    print(f"\n{len(rows)} compiles of {len(kernels)} kernels ({', '.join(kernels)}) in "
-          f"{time.perf_counter() - t0:.1f} s; {len(bad)} failing")
+    per_kernel = ", ".join(
+        f"{k} {sum(r.seconds for r in rows if r.job.kernel == k):.0f}s" for k in kernels)
+    print(f"\n{len(rows)} compiles of {len(kernels)} kernels in {time.perf_counter() - t0:.1f} s "
+          f"wall ({per_kernel} of compile time); {len(bad)} failing")
     return 1 if bad else 0
 
 

@@ -27,6 +27,12 @@ def _kernel_unsupported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> st
     return None
 
 
+def _tf32_allowed() -> bool:
+    """Whether torch lets fp32 matmuls use tf32 (``torch.set_float32_matmul_precision("high")``
+    or ``torch.backends.cuda.matmul.allow_tf32 = True``)."""
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -45,7 +51,10 @@ def attention(
         backend: ``"auto"`` runs the Triton kernel on CUDA tensors and the PyTorch reference
             otherwise (and for inputs the kernel does not take, e.g. fp64); ``"triton"`` /
             ``"torch"`` force a path (``"triton"`` on CPU tensors needs ``TRITON_INTERPRET=1``).
-            ONNX export and ``torch.jit.trace`` always use the reference.
+            ONNX export and ``torch.jit.trace`` always use the reference. On GPU the kernel's
+            fp32 dots are tf32 tensor-core products, so ``"auto"`` sends fp32 CUDA inputs to the
+            kernel only when torch allows tf32 matmuls (``torch.set_float32_matmul_precision(
+            "high")``) and to the reference (SDPA, true fp32) otherwise.
 
     Returns:
         (batch, heads, tokens, head_dim) in the dtype of ``q`` (contiguous on the Triton path).
@@ -53,6 +62,8 @@ def attention(
     """
     if use_triton(backend, q):
         why = _kernel_unsupported(q, k, v)
+        if why is None and backend == "auto" and q.dtype == torch.float32 and not _tf32_allowed():
+            why = "fp32 without tf32"
         if why is None:
             if scale is None:
                 scale = 1.0 / math.sqrt(q.shape[-1])

@@ -1,11 +1,13 @@
 """Autotune configurations of the attention kernels (plain data: importable without Triton).
 
-The lists are the real GPU search spaces (Ampere sm_80 and Hopper sm_90); the autotuner keys them
-on the token count ``N`` and the head dimension (and, implicitly, the input dtype), and a pruning
-function drops the configs that do not fit a given head dimension / dtype (registers, shared
-memory). ``python -m temseg.kernels.aot_report`` compiles every surviving config for both
-architectures and fails if one spills or exceeds shared memory. Under ``TRITON_INTERPRET=1`` the
-autotuner is given a single small config (the interpreter cannot benchmark several).
+These are the real GPU search spaces. The autotuner gets the union of all of them, keyed on the
+token count ``N`` and the head dimension (plus, implicitly, the input dtype), and a pruning hook
+keeps the entries of :data:`TABLE` for the head-dim bucket, input precision and GPU generation
+of the call. Every entry was checked with ``python -m temseg.kernels.aot_report``: no register
+spills, shared memory within the limit, and ``mma`` (sm_80) / ``wgmma`` (sm_90) tensor-core
+instructions; tiles whose MMA dimension is 64 or more so that Hopper gets ``wgmma``.
+Under ``TRITON_INTERPRET=1`` the autotuner gets a single small config instead (the
+interpreter cannot benchmark several), see ``INTERPRET_*``.
 """
 
 from __future__ import annotations
@@ -27,69 +29,79 @@ class KernelConfig:
         return f"M{self.block_m}-N{self.block_n}-w{self.num_warps}-s{self.num_stages}"
 
 
-# Forward: one program per (BLOCK_M queries, batch*head); K/V streamed in BLOCK_N tiles.
-FWD_CONFIGS: tuple[KernelConfig, ...] = (
-    KernelConfig(128, 64, 4, 3),
-    KernelConfig(128, 64, 8, 3),
-    KernelConfig(128, 128, 8, 3),
-    KernelConfig(64, 64, 4, 3),
-    KernelConfig(64, 32, 4, 4),
-)
+KINDS = ("fwd", "bwd_kv", "bwd_q")
+ARCHS = (80, 90)
+HEAD_DIM_BUCKETS = (32, 64, 128)
 
-# Backward dK/dV: one program per BLOCK_N keys; Q/dO streamed in BLOCK_M tiles (the tile of the
-# streamed operand is the small one, as in the FlashAttention-2 Triton tutorial).
-BWD_KV_CONFIGS: tuple[KernelConfig, ...] = (
-    KernelConfig(32, 128, 4, 3),
-    KernelConfig(64, 128, 8, 2),
-    KernelConfig(32, 64, 4, 3),
-)
 
-# Backward dQ: one program per BLOCK_M queries; K/V streamed in BLOCK_N tiles.
-BWD_Q_CONFIGS: tuple[KernelConfig, ...] = (
-    KernelConfig(128, 32, 4, 3),
-    KernelConfig(128, 64, 8, 2),
-    KernelConfig(64, 32, 4, 3),
-)
+def _c(*rows: tuple[int, int, int, int]) -> tuple[KernelConfig, ...]:
+    return tuple(KernelConfig(*r) for r in rows)
 
-# Preprocess delta = rowsum(dO * O): purely memory bound.
+
+# (kind, precision, head-dim bucket) -> configs for both archs, or {arch: configs}.
+# kind: "fwd" (program = BLOCK_M queries, K/V streamed in BLOCK_N tiles), "bwd_kv" (program =
+# BLOCK_N keys, Q/dO streamed in BLOCK_M tiles), "bwd_q" (program = BLOCK_M queries, K/V
+# streamed in BLOCK_N tiles). precision: "16" (fp16/bf16 inputs) or "32" (fp32, tf32 dots).
+TABLE: dict[tuple[str, str, int], tuple[KernelConfig, ...] | dict[int, tuple[KernelConfig, ...]]]
+TABLE = {
+    ("fwd", "16", 32): _c((128, 64, 4, 3), (64, 64, 4, 3)),
+    ("fwd", "16", 64): _c((128, 64, 8, 3), (64, 64, 4, 3)),
+    ("fwd", "16", 128): _c((128, 64, 8, 3), (64, 64, 8, 3)),
+    ("fwd", "32", 32): _c((128, 64, 8, 3), (64, 64, 4, 3)),
+    ("fwd", "32", 64): _c((128, 64, 8, 3), (64, 32, 4, 3)),
+    ("fwd", "32", 128): _c((128, 32, 8, 2)),
+    ("bwd_kv", "16", 32): _c((32, 128, 8, 2), (64, 64, 4, 2)),
+    ("bwd_kv", "16", 64): _c((32, 128, 8, 2), (32, 64, 4, 3)),
+    ("bwd_kv", "16", 128): _c((64, 64, 8, 2), (16, 64, 4, 3)),
+    ("bwd_kv", "32", 32): _c((32, 128, 8, 2)),
+    ("bwd_kv", "32", 64): _c((16, 128, 8, 2)),
+    ("bwd_kv", "32", 128): {80: _c((16, 64, 8, 2)), 90: _c((16, 128, 8, 1))},
+    ("bwd_q", "16", 32): _c((128, 32, 8, 2), (64, 32, 4, 3)),
+    ("bwd_q", "16", 64): _c((128, 32, 8, 2), (64, 32, 4, 3)),
+    ("bwd_q", "16", 128): _c((128, 32, 8, 2), (64, 32, 4, 3)),
+    ("bwd_q", "32", 32): _c((128, 32, 8, 2)),
+    ("bwd_q", "32", 64): _c((128, 32, 8, 2)),
+    ("bwd_q", "32", 128): _c((64, 16, 4, 3)),
+}
+
+# Preprocess delta = rowsum(dO * O): purely memory bound, one config.
 PREPROCESS_BLOCK_M = 64
+PREPROCESS_WARPS = 4
 
-# The single configs used by the interpreter (small tiles keep the CPU emulation fast and make
-# the masked tails of small N visible).
-INTERPRET_FWD = KernelConfig(32, 16, 4, 1)
-INTERPRET_BWD_KV = KernelConfig(16, 32, 4, 1)
-INTERPRET_BWD_Q = KernelConfig(32, 16, 4, 1)
-
-# Shared memory per block (opt-in maximum) of the target architectures, in bytes.
-SMEM_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
-
-
-def fits(cfg: KernelConfig, kind: str, head_dim: int, elem_bytes: int) -> bool:
-    """Whether ``cfg`` is a sensible candidate for ``head_dim`` and the input element size.
-
-    Register budget: each thread keeps fp32 accumulators of the resident tiles; beyond roughly
-    128 fp32 values per thread the compiler spills. ``kind`` is ``"fwd"``, ``"bwd_kv"`` or
-    ``"bwd_q"``.
-    """
-    threads = cfg.num_warps * 32
-    if kind == "fwd":
-        # q tile + fp32 acc + qk/p tile
-        resident = cfg.block_m * head_dim * (1 + elem_bytes / 4) + cfg.block_m * cfg.block_n
-    elif kind == "bwd_kv":
-        # k, v tiles + dk, dv accumulators + two (n x m) score tiles
-        resident = cfg.block_n * head_dim * (2 + 2 * elem_bytes / 4) + 2 * cfg.block_m * cfg.block_n
-    elif kind == "bwd_q":
-        # q, do tiles + dq accumulator + two (m x n) score tiles
-        resident = cfg.block_m * head_dim * (1 + 2 * elem_bytes / 4) + 2 * cfg.block_m * cfg.block_n
-    else:
-        raise ValueError(kind)
-    return resident / threads <= 128
+# The single configs used by the interpreter: small tiles keep the CPU emulation fast and put
+# ragged tails in the small test sizes (N = 17, 97, ...).
+INTERPRET = {
+    "fwd": KernelConfig(32, 16, 4, 1),
+    "bwd_kv": KernelConfig(16, 32, 4, 1),
+    "bwd_q": KernelConfig(32, 16, 4, 1),
+}
 
 
-def configs_for(kind: str, head_dim: int, elem_bytes: int) -> list[KernelConfig]:
-    """The GPU configs of one kernel kind kept for ``head_dim`` / element size (never empty)."""
-    table = {"fwd": FWD_CONFIGS, "bwd_kv": BWD_KV_CONFIGS, "bwd_q": BWD_Q_CONFIGS}[kind]
-    kept = [c for c in table if fits(c, kind, head_dim, elem_bytes)]
-    if not kept:  # fall back to the smallest tile
-        kept = [min(table, key=lambda c: c.block_m * c.block_n)]
-    return kept
+def head_dim_bucket(head_dim: int) -> int:
+    """The tuned head dim a head dim is padded to (32, 64 or 128)."""
+    for bucket in HEAD_DIM_BUCKETS:
+        if head_dim <= bucket:
+            return bucket
+    raise ValueError(f"head_dim {head_dim} > {HEAD_DIM_BUCKETS[-1]}")
+
+
+def arch_of(capability: tuple[int, int]) -> int:
+    """Config table of a CUDA capability: Hopper and newer use sm_90's, the rest sm_80's."""
+    return 90 if capability[0] >= 9 else 80
+
+
+def configs_for(kind: str, head_dim: int, elem_bytes: int, arch: int) -> tuple[KernelConfig, ...]:
+    """GPU configs of ``kind`` for a head dim, input element size (2 or 4) and arch (80/90)."""
+    entry = TABLE[(kind, "32" if elem_bytes == 4 else "16", head_dim_bucket(head_dim))]
+    return entry[arch] if isinstance(entry, dict) else entry
+
+
+def all_configs(kind: str) -> list[KernelConfig]:
+    """Union of the GPU configs of ``kind`` (the autotuner's list before pruning)."""
+    seen: dict[KernelConfig, None] = {}
+    for (k, _, _), entry in TABLE.items():
+        if k != kind:
+            continue
+        for cfgs in entry.values() if isinstance(entry, dict) else (entry,):
+            seen.update(dict.fromkeys(cfgs))
+    return list(seen)

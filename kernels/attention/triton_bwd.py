@@ -21,14 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .configs import (
-    BWD_KV_CONFIGS,
-    BWD_Q_CONFIGS,
-    INTERPRET_BWD_KV,
-    INTERPRET_BWD_Q,
-    PREPROCESS_BLOCK_M,
-)
-from .triton_fwd import INTERPRETED, LOG2E, _prune, _triton_configs, block_d, dot_precision
+from .._backend import check_launch
+from .configs import PREPROCESS_BLOCK_M, PREPROCESS_WARPS
+from .triton_fwd import INTERPRETED, LOG2E, autotuned, block_d, dot_precision
 
 
 @triton.jit
@@ -187,17 +182,8 @@ def attn_bwd_dq_kernel(
     tl.store(DQ + out_off, dq.to(DQ.dtype.element_ty), mask=mask_md)
 
 
-attn_bwd_dkdv = triton.autotune(
-    configs=_triton_configs([INTERPRET_BWD_KV] if INTERPRETED else BWD_KV_CONFIGS),
-    key=["N", "HEAD_DIM"],
-    prune_configs_by=None if INTERPRETED else {"early_config_prune": _prune("bwd_kv")},
-)(attn_bwd_dkdv_kernel)
-
-attn_bwd_dq = triton.autotune(
-    configs=_triton_configs([INTERPRET_BWD_Q] if INTERPRETED else BWD_Q_CONFIGS),
-    key=["N", "HEAD_DIM"],
-    prune_configs_by=None if INTERPRETED else {"early_config_prune": _prune("bwd_q")},
-)(attn_bwd_dq_kernel)
+attn_bwd_dkdv = autotuned(attn_bwd_dkdv_kernel, "bwd_kv")
+attn_bwd_dq = autotuned(attn_bwd_dq_kernel, "bwd_q")
 
 
 def flash_attn_bwd_triton(
@@ -219,6 +205,7 @@ def flash_attn_bwd_triton(
     Returns:
         dq, dk, dv: (B, H, N, D) contiguous, dtypes of q, k, v.
     """
+    check_launch(q.device, INTERPRETED)
     bsz, heads, n_tok, head_dim = q.shape
     if scale is None:
         scale = 1.0 / math.sqrt(head_dim)
@@ -234,7 +221,7 @@ def flash_attn_bwd_triton(
     delta = torch.empty((bsz, heads, n_tok), dtype=torch.float32, device=q.device)
     attn_bwd_preprocess[(triton.cdiv(n_tok, PREPROCESS_BLOCK_M), bsz * heads)](
         o, do, delta, *o.stride(), *do.stride(), heads, n_tok,
-        HEAD_DIM=head_dim, BLOCK_D=bd, BLOCK_M=PREPROCESS_BLOCK_M,
+        HEAD_DIM=head_dim, BLOCK_D=bd, BLOCK_M=PREPROCESS_BLOCK_M, num_warps=PREPROCESS_WARPS,
     )
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
     attn_bwd_dkdv[lambda meta: (triton.cdiv(n_tok, meta["BLOCK_N"]), bsz * heads)](

@@ -19,15 +19,16 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import interpreting
-from .configs import INTERPRET_FWD, KernelConfig, configs_for
+from .._backend import check_launch, interpreting
+from .configs import INTERPRET, KernelConfig, all_configs, arch_of, configs_for
 
 INTERPRETED = interpreting()
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 
 
-def _triton_configs(table: tuple[KernelConfig, ...] | list[KernelConfig]) -> list[triton.Config]:
+def _triton_configs(kind: str) -> list[triton.Config]:
+    """The autotuner's list: every GPU config of ``kind``, or the single interpreter one."""
+    table = [INTERPRET[kind]] if INTERPRETED else all_configs(kind)
     return [
         triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n}, num_warps=c.num_warps,
                       num_stages=c.num_stages)
@@ -36,32 +37,38 @@ def _triton_configs(table: tuple[KernelConfig, ...] | list[KernelConfig]) -> lis
 
 
 def _prune(kind: str):
-    """Autotune ``early_config_prune`` hook keeping the configs that fit head_dim / dtype."""
+    """``early_config_prune`` hook: keep the configs of :data:`configs.TABLE` for the call's
+    head dim, input element size and GPU generation."""
 
     def prune(configs, named_args, **kwargs):
-        head_dim = kwargs["HEAD_DIM"]
-        elem = named_args["Q"].element_size()
-        keep = {(c.block_m, c.block_n, c.num_warps, c.num_stages)
-                for c in configs_for(kind, head_dim, elem)}
+        q = named_args["Q"]
+        arch = arch_of(torch.cuda.get_device_capability(q.device))
+        keep = set(configs_for(kind, kwargs["HEAD_DIM"], q.element_size(), arch))
         return [c for c in configs
-                if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in keep]
+                if KernelConfig(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps,
+                                c.num_stages) in keep]
 
     return prune
 
 
-def dot_precision(dtype: torch.dtype) -> str:
-    """``input_precision`` of the dots for fp32 inputs (16-bit inputs ignore it).
+def autotuned(kernel, kind: str):
+    """Wrap a @triton.jit attention kernel in its autotuner (keys: N, HEAD_DIM, dtypes)."""
+    return triton.autotune(
+        configs=_triton_configs(kind),
+        key=["N", "HEAD_DIM"],
+        prune_configs_by=None if INTERPRETED else {"early_config_prune": _prune(kind)},
+    )(kernel)
 
-    Interpreter: ``"ieee"`` (tf32 is not emulated). GPU: ``"tf32"`` when torch allows tf32
-    matmuls (``torch.backends.cuda.matmul.allow_tf32`` or a float32 matmul precision other than
-    ``"highest"``), else ``"tf32x3"`` (three tf32 tensor-core products, about fp32 accuracy; the
-    plain-FMA ``"ieee"`` dot spills at these tile sizes).
-    """
-    if dtype != torch.float32 or INTERPRETED:
-        return "ieee"
-    if torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest":
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``input_precision`` of the dots for fp32 inputs (16-bit inputs ignore it): ``"ieee"``
+    under the interpreter (tf32 is not emulated), ``"tf32"`` tensor cores on GPU (the
+    dispatcher only sends fp32 to the kernel on GPU when torch allows tf32 matmuls, or when
+    ``backend="triton"`` is forced; ``"ieee"`` FMA dots and ``"tf32x3"`` spill registers at
+    these tile sizes)."""
+    if dtype == torch.float32 and not INTERPRETED:
         return "tf32"
-    return "tf32x3"
+    return "ieee"
 
 
 @triton.jit
@@ -164,17 +171,7 @@ def attn_fwd_kernel(
         tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
 
 
-def _fwd_table() -> list[KernelConfig]:
-    from .configs import FWD_CONFIGS
-
-    return [INTERPRET_FWD] if INTERPRETED else list(FWD_CONFIGS)
-
-
-attn_fwd = triton.autotune(
-    configs=_triton_configs(_fwd_table()),
-    key=["N", "HEAD_DIM"],
-    prune_configs_by=None if INTERPRETED else {"early_config_prune": _prune("fwd")},
-)(attn_fwd_kernel)
+attn_fwd = autotuned(attn_fwd_kernel, "fwd")
 
 
 def block_d(head_dim: int) -> int:
@@ -194,6 +191,7 @@ def flash_attn_fwd_triton(
     Returns:
         o: (B, H, N, D) dtype of q, contiguous; lse: (B, H, N) fp32 natural-log log-sum-exp.
     """
+    check_launch(q.device, INTERPRETED)
     bsz, heads, n_tok, head_dim = q.shape
     if scale is None:
         scale = 1.0 / math.sqrt(head_dim)

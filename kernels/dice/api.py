@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._backend import Backend, use_triton
+from .configs import MAX_CLASSES
 from .op import dice_ce_stats
 from .reference import dice_ce_stats_reference, loss_from_stats
 
@@ -15,6 +16,8 @@ def _kernel_unsupported(logits: torch.Tensor, target: torch.Tensor) -> str | Non
     """Why the Triton kernel cannot take these inputs (None when it can)."""
     if logits.dim() != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
         return f"need (B, C, H, W) logits and (B, H, W) target, got {logits.shape}, {target.shape}"
+    if logits.shape[1] > MAX_CLASSES:
+        return f"the kernel takes at most {MAX_CLASSES} classes, got {logits.shape[1]}"
     if logits.dtype not in _KERNEL_DTYPES:
         return f"logits must be fp32/fp16/bf16, got {logits.dtype}"
     if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:

@@ -1,9 +1,12 @@
 """Autotune configurations of the fused soft-Dice + CE kernels (plain data, no Triton import).
 
 Each program handles tiles of BLOCK_P pixels x C_PAD classes (classes padded to a power of two
-and masked). The autotuner keys on H*W and C; a pruning function keeps the configs whose tile
-fits the register budget for the padded class count (``C_PAD * BLOCK_P`` fp32 values spread over
-``32 * num_warps`` threads). Under ``TRITON_INTERPRET=1`` a single small config is used.
+and masked). The autotuner keys on H*W and C and gets the union of the configs below; a pruning
+hook keeps the entries for the call's padded class count, chosen so that one C_PAD x BLOCK_P
+fp32 tile is at most 32 values per thread (no spills on sm_80 / sm_90, checked by
+``python -m temseg.kernels.aot_report``). Both kernels are memory bound: the tile only has to
+be large enough to keep enough bytes in flight per SM. Under ``TRITON_INTERPRET=1`` a single
+config is used.
 """
 
 from __future__ import annotations
@@ -24,29 +27,24 @@ class DiceConfig:
         return f"P{self.block_p}-w{self.num_warps}-s{self.num_stages}"
 
 
-# Forward (reduction): streams tiles, accumulates per-class sums in registers.
-FWD_CONFIGS: tuple[DiceConfig, ...] = (
-    DiceConfig(256, 4, 3),
-    DiceConfig(512, 4, 3),
-    DiceConfig(1024, 8, 3),
-    DiceConfig(2048, 8, 3),
-    DiceConfig(128, 4, 3),
-)
+def _c(*rows: tuple[int, int, int]) -> tuple[DiceConfig, ...]:
+    return tuple(DiceConfig(*r) for r in rows)
 
-# Backward (elementwise per pixel): one tile per program.
-BWD_CONFIGS: tuple[DiceConfig, ...] = (
-    DiceConfig(256, 4, 1),
-    DiceConfig(512, 4, 1),
-    DiceConfig(1024, 8, 1),
-    DiceConfig(2048, 8, 1),
-    DiceConfig(128, 4, 1),
-)
 
-INTERPRET_FWD = DiceConfig(256, 4, 1)
-INTERPRET_BWD = DiceConfig(256, 4, 1)
+# (kind, C_PAD bucket) -> configs. kind "fwd": reduction, each program loops over tiles (the
+# stages pipeline the loads of the next tile); "bwd": elementwise, one tile per program.
+TABLE: dict[tuple[str, int], tuple[DiceConfig, ...]] = {
+    ("fwd", 8): _c((512, 4, 3), (1024, 8, 3), (256, 4, 3)),
+    ("fwd", 16): _c((256, 8, 3)),
+    ("fwd", 32): _c((128, 4, 3)),
+    ("bwd", 8): _c((512, 4, 1), (1024, 8, 1)),
+    ("bwd", 16): _c((256, 4, 1)),
+    ("bwd", 32): _c((128, 4, 1)),
+}
+C_PAD_BUCKETS = (8, 16, 32)
+MAX_CLASSES = 32
 
-# Per-thread budget of fp32 tile values (one C_PAD x BLOCK_P tile) before spilling risks.
-VALUES_PER_THREAD = 32
+INTERPRET = {"fwd": DiceConfig(256, 4, 1), "bwd": DiceConfig(256, 4, 1)}
 
 
 def c_pad(num_classes: int) -> int:
@@ -57,13 +55,18 @@ def c_pad(num_classes: int) -> int:
     return p
 
 
-def fits(cfg: DiceConfig, padded_classes: int) -> bool:
-    """Whether one C_PAD x BLOCK_P fp32 tile fits the per-thread register budget."""
-    return padded_classes * cfg.block_p <= VALUES_PER_THREAD * 32 * cfg.num_warps
+def configs_for(kind: str, padded_classes: int) -> tuple[DiceConfig, ...]:
+    """GPU configs of ``kind`` (``"fwd"`` / ``"bwd"``) for a padded class count <= 32."""
+    for bucket in C_PAD_BUCKETS:
+        if padded_classes <= bucket:
+            return TABLE[(kind, bucket)]
+    raise ValueError(f"at most {MAX_CLASSES} classes, got C_PAD = {padded_classes}")
 
 
-def configs_for(kind: str, padded_classes: int) -> list[DiceConfig]:
-    """GPU configs of ``kind`` (``"fwd"`` / ``"bwd"``) kept for C_PAD (never empty)."""
-    table = FWD_CONFIGS if kind == "fwd" else BWD_CONFIGS
-    kept = [c for c in table if fits(c, padded_classes)]
-    return kept or [min(table, key=lambda c: c.block_p)]
+def all_configs(kind: str) -> list[DiceConfig]:
+    """Union of the GPU configs of ``kind`` (the autotuner's list before pruning)."""
+    seen: dict[DiceConfig, None] = {}
+    for (k, _), cfgs in TABLE.items():
+        if k == kind:
+            seen.update(dict.fromkeys(cfgs))
+    return list(seen)

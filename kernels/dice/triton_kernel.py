@@ -14,7 +14,8 @@ combines the upstream gradients of inter/psum (B, C) and ce (B,):
 ``g_c = dinter[b, c] * [t == c] + dpsum[b, c]``,
 ``dlogit_k = p_k * (g_k - sum_j p_j g_j) + dce[b] * (p_k - [t == k])``.
 
-Target values outside [0, C) contribute nothing (no class match, no CE term).
+Target values outside [0, C) (undefined for the reference, whose ``one_hot`` raises) match no
+class and add no CE term; their probabilities still count in ``psum``.
 """
 
 from __future__ import annotations
@@ -23,40 +24,37 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import interpreting
-from .configs import (
-    BWD_CONFIGS,
-    FWD_CONFIGS,
-    INTERPRET_BWD,
-    INTERPRET_FWD,
-    DiceConfig,
-    c_pad,
-    configs_for,
-)
+from .._backend import check_launch, interpreting
+from .configs import INTERPRET, DiceConfig, all_configs, c_pad, configs_for
 
 INTERPRETED = interpreting()
 
 
-def _triton_configs(table: tuple[DiceConfig, ...] | list[DiceConfig]) -> list[triton.Config]:
-    return [triton.Config({"BLOCK_P": c.block_p}, num_warps=c.num_warps, num_stages=c.num_stages)
-            for c in table]
+def _autotuned(kernel, kind: str):
+    """Wrap a @triton.jit Dice kernel in its autotuner (keys: H*W, C and the dtypes); the
+    pruning hook keeps the configs of ``configs.TABLE`` for the call's C_PAD."""
 
-
-def _prune(kind: str):
     def prune(configs, named_args, **kwargs):
-        keep = {(c.block_p, c.num_warps, c.num_stages) for c in configs_for(kind, kwargs["C_PAD"])}
+        keep = set(configs_for(kind, kwargs["C_PAD"]))
         return [c for c in configs
-                if (c.kwargs["BLOCK_P"], c.num_warps, c.num_stages) in keep]
+                if DiceConfig(c.kwargs["BLOCK_P"], c.num_warps, c.num_stages) in keep]
 
-    return prune
+    table = [INTERPRET[kind]] if INTERPRETED else all_configs(kind)
+    return triton.autotune(
+        configs=[triton.Config({"BLOCK_P": c.block_p}, num_warps=c.num_warps,
+                               num_stages=c.num_stages) for c in table],
+        key=["HW", "C"],
+        prune_configs_by=None if INTERPRETED else {"early_config_prune": prune},
+    )(kernel)
 
 
 @triton.jit
 def _softmax_tile(X, T, x_base, t_base, pix, offs_c, C, HW, stride_xc, stride_xp):
     """Load one (C_PAD, BLOCK_P) logits tile and its labels; softmax over classes in fp32.
 
-    Returns (p, onehot, valid_p, x, m, s): probabilities (0 on padded classes and pixels),
-    one-hot mask, pixel mask, fp32 logits (-inf on padded classes), row max and exp-sum.
+    Returns (p, onehot, valid_t, x, m, s): probabilities (0 on padded classes and pixels),
+    one-hot mask, "pixel in range with a label in [0, C)" mask, fp32 logits (-inf on padded
+    classes), per-pixel max and exp-sum.
     """
     mask_c = offs_c < C
     mask_p = pix < HW
@@ -69,8 +67,9 @@ def _softmax_tile(X, T, x_base, t_base, pix, offs_c, C, HW, stride_xc, stride_xp
     s = tl.sum(e, axis=0)
     p = e / s[None, :]
     p = tl.where(mask_p[None, :], p, 0.0)
-    onehot = offs_c[:, None] == t[None, :]
-    return p, onehot, mask_p, x, m, s
+    valid_t = (t >= 0) & (t < C)  # padded pixels carry t = -1
+    onehot = (offs_c[:, None] == t[None, :]) & valid_t[None, :]
+    return p, onehot, valid_t, x, m, s
 
 
 @triton.jit
@@ -100,15 +99,14 @@ def dice_ce_fwd_kernel(
     n_tiles = tl.cdiv(HW, BLOCK_P)
     for tile in range(pid_s, n_tiles, SPLIT):
         pix = tile * BLOCK_P + offs_p
-        p, onehot, mask_p, x, m, s = _softmax_tile(X, T, x_base, t_base, pix, offs_c, C, HW,
-                                                   stride_xc, stride_xp)
+        p, onehot, valid_t, x, m, s = _softmax_tile(X, T, x_base, t_base, pix, offs_c, C, HW,
+                                                    stride_xc, stride_xp)
         inter += tl.sum(tl.where(onehot, p, 0.0), axis=1)
         psum += tl.sum(p, axis=1)
-        gsum += tl.sum(onehot.to(tl.float32), axis=1)
-        has_t = tl.sum(onehot.to(tl.int32), axis=0) > 0
+        gsum += tl.sum(tl.where(onehot, 1.0, 0.0), axis=1)
         x_t = tl.sum(tl.where(onehot, x, 0.0), axis=0)
         lse = m + tl.math.log2(s) * 0.6931471805599453
-        ce += tl.where(has_t & mask_p, lse - x_t, 0.0)
+        ce += tl.where(valid_t, lse - x_t, 0.0)
 
     ce_total = tl.sum(ce, axis=0)
     ws = WS + (b.to(tl.int64) * SPLIT + pid_s) * 4 * C_PAD + offs_c
@@ -136,32 +134,22 @@ def dice_ce_bwd_kernel(
     offs_c = tl.arange(0, C_PAD)
     mask_c = offs_c < C
     pix = tile * BLOCK_P + tl.arange(0, BLOCK_P)
-    p, onehot, mask_p, x, m, s = _softmax_tile(X, T, b.to(tl.int64) * stride_xb,
-                                               b.to(tl.int64) * stride_tb, pix, offs_c, C, HW,
-                                               stride_xc, stride_xp)
+    p, onehot, valid_t, x, m, s = _softmax_tile(X, T, b.to(tl.int64) * stride_xb,
+                                                b.to(tl.int64) * stride_tb, pix, offs_c, C, HW,
+                                                stride_xc, stride_xp)
     gi = tl.load(GI + b * C + offs_c, mask=mask_c, other=0.0)
     gp = tl.load(GP + b * C + offs_c, mask=mask_c, other=0.0)
     gce = tl.load(GCE + b)
     g = tl.where(onehot, gi[:, None], 0.0) + gp[:, None]
     pg = tl.sum(p * g, axis=0)
-    has_t = tl.sum(onehot.to(tl.int32), axis=0) > 0
-    dce = tl.where(has_t[None, :], p - onehot.to(tl.float32), 0.0)
+    dce = tl.where(valid_t[None, :], p - tl.where(onehot, 1.0, 0.0), 0.0)
     dx = p * (g - pg[None, :]) + gce * dce
     dx_ptrs = DX + b.to(tl.int64) * C * HW + offs_c[:, None] * HW + pix[None, :]
-    tl.store(dx_ptrs, dx.to(DX.dtype.element_ty), mask=mask_c[:, None] & mask_p[None, :])
+    tl.store(dx_ptrs, dx.to(DX.dtype.element_ty), mask=mask_c[:, None] & (pix < HW)[None, :])
 
 
-dice_ce_fwd = triton.autotune(
-    configs=_triton_configs([INTERPRET_FWD] if INTERPRETED else FWD_CONFIGS),
-    key=["HW", "C"],
-    prune_configs_by=None if INTERPRETED else {"early_config_prune": _prune("fwd")},
-)(dice_ce_fwd_kernel)
-
-dice_ce_bwd = triton.autotune(
-    configs=_triton_configs([INTERPRET_BWD] if INTERPRETED else BWD_CONFIGS),
-    key=["HW", "C"],
-    prune_configs_by=None if INTERPRETED else {"early_config_prune": _prune("bwd")},
-)(dice_ce_bwd_kernel)
+dice_ce_fwd = _autotuned(dice_ce_fwd_kernel, "fwd")
+dice_ce_bwd = _autotuned(dice_ce_bwd_kernel, "bwd")
 
 
 def _flat_views(logits: torch.Tensor, target: torch.Tensor):
@@ -194,6 +182,7 @@ def dice_ce_stats_triton(
     Returns:
         inter, psum, gsum: (B, C) fp32; ce: (B,) fp32.
     """
+    check_launch(logits.device, INTERPRETED)
     bsz, num_classes, height, width = logits.shape
     hw = height * width
     cp = c_pad(num_classes)
@@ -225,6 +214,7 @@ def dice_ce_stats_backward_triton(
     Returns:
         (B, C, H, W) contiguous, dtype of logits.
     """
+    check_launch(logits.device, INTERPRETED)
     bsz, num_classes, height, width = logits.shape
     hw = height * width
     dx = torch.empty((bsz, num_classes, height, width), dtype=logits.dtype, device=logits.device)

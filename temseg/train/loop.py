@@ -227,8 +227,10 @@ def train(config: TrainConfig, samples: list[Sample] | None = None) -> dict[str,
             save_checkpoint(out / "last.pt", model, {
                 **state, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()})
             _write_metrics(out, state["history"], classes.names)
-            log.info("epoch %d: train loss %.4f, val loss %.4f, val mean Dice %.4f%s (%.0f s)",
-                     epoch + 1, row["train_loss"], val_loss, report["mean_dice"] or float("nan"),
+            mean = report["mean_dice"]
+            log.info("epoch %d: train loss %.4f, val loss %.4f, val mean Dice %s%s (%.0f s)",
+                     epoch + 1, row["train_loss"], val_loss,
+                     "undefined" if mean is None else f"{mean:.4f}",
                      " *best*" if improved else "", state["elapsed"])
     summary: dict[str, Any] = {}
     if main:

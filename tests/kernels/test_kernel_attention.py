@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from _kernel_checks import assert_close_to_ref, assert_low_precision_ok
-
 from temseg.kernels import attention, attention_math
 
 pytestmark = pytest.mark.usefixtures("interpreter")
@@ -49,7 +48,7 @@ def test_fp32_matches_float64(shape):
     o_ref, grads_ref = _ref64(q, k, v, w)
     assert o.dtype == torch.float32 and o.shape == shape
     assert_close_to_ref(o, o_ref, 1e-5, "o")
-    for name, g, g_ref in zip("qkv", grads, grads_ref):
+    for name, g, g_ref in zip("qkv", grads, grads_ref, strict=True):
         assert_close_to_ref(g, g_ref, 1e-5, f"d{name}")
 
 
@@ -66,7 +65,7 @@ def test_fp16_within_2x_of_torch_fp16(shape):
     o_ref, grads_ref = _ref64(q, k, v, w)
     assert o.dtype == torch.float16
     assert_low_precision_ok(o, o_t, o_ref, "o")
-    for name, g, g_t, g_ref in zip("qkv", grads, grads_t, grads_ref):
+    for name, g, g_t, g_ref in zip("qkv", grads, grads_t, grads_ref, strict=True):
         assert g.dtype == torch.float16
         assert_low_precision_ok(g, g_t, g_ref, f"d{name}")
 
@@ -82,7 +81,7 @@ def test_strided_inputs_odd_head_dim_and_scale():
     o, grads = _run(lambda *a: attention(*a, scale=0.3, backend="triton"), q, k, v, w)
     o_ref, grads_ref = _ref64(q, k, v, w, scale=0.3)
     assert_close_to_ref(o, o_ref, 1e-5, "o")
-    for name, g, g_ref in zip("qkv", grads, grads_ref):
+    for name, g, g_ref in zip("qkv", grads, grads_ref, strict=True):
         assert_close_to_ref(g, g_ref, 1e-5, f"d{name}")
 
 
@@ -101,5 +100,5 @@ def test_loss_not_last_operation():
     loss_ref = head(attention_math(q64, k64, v64))
     grads_ref = torch.autograd.grad(loss_ref, (q64, k64, v64))
     assert_close_to_ref(loss, loss_ref, 1e-5, "loss")
-    for name, g, g_ref in zip("qkv", grads, grads_ref):
+    for name, g, g_ref in zip("qkv", grads, grads_ref, strict=True):
         assert_close_to_ref(g, g_ref, 1e-5, f"d{name}")

@@ -7,10 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 from _kernel_checks import assert_close_to_ref
-
 from temseg.kernels import attention, dice_ce_loss
 
-pytestmark = pytest.mark.usefixtures("interpreter")
+pytestmark = [
+    pytest.mark.usefixtures("interpreter"),
+    pytest.mark.filterwarnings("ignore:.*jit.script_method.*:DeprecationWarning"),
+]
 
 
 def _model_step(q, k, v, proj, target):
@@ -46,7 +48,7 @@ def test_compile_fullgraph_inductor_matches_eager():
     loss_c = compiled(q, k, v, proj, target)
     grads_c = torch.autograd.grad(loss_c * 0.37, leaves)
     assert_close_to_ref(loss_c, loss, 1e-5, "loss")
-    for name, g, g_ref in zip(("q", "k", "v", "proj"), grads_c, grads):
+    for name, g, g_ref in zip(("q", "k", "v", "proj"), grads_c, grads, strict=True):
         assert_close_to_ref(g, g_ref, 1e-5, f"d{name}")
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from _kernel_checks import assert_close_to_ref, assert_low_precision_ok
-
 from temseg.kernels import (
     dice_ce_loss,
     dice_ce_loss_reference,
@@ -47,7 +46,7 @@ def test_stats_and_grad_fp32(shape):
     x64 = logits.detach().double().requires_grad_()
     stats_ref, grad_ref = _weighted_stats_grad(dice_ce_stats_reference, x64, target,
                                                wi.double(), wp.double(), wc.double())
-    for name, s, r in zip(("inter", "psum", "gsum", "ce"), stats, stats_ref):
+    for name, s, r in zip(("inter", "psum", "gsum", "ce"), stats, stats_ref, strict=True):
         assert s.dtype == torch.float32 and s.shape == r.shape
         assert_close_to_ref(s, r, 1e-5, name)
     assert grad.dtype == torch.float32
@@ -130,7 +129,8 @@ def test_fp16_logits_within_2x_of_torch():
     x64 = logits.detach().double().requires_grad_()
     stats_ref, grad_ref = _weighted_stats_grad(dice_ce_stats_reference, x64, target,
                                                wi.double(), wp.double(), wc.double())
-    for name, s, st, r in zip(("inter", "psum", "gsum", "ce"), stats, stats_t, stats_ref):
+    names = ("inter", "psum", "gsum", "ce")
+    for name, s, st, r in zip(names, stats, stats_t, stats_ref, strict=True):
         assert_low_precision_ok(s, st, r, name)
     assert grad.dtype == torch.float16
     assert_low_precision_ok(grad, grad_t, grad_ref, "dlogits")

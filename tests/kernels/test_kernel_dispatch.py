@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 import torch
-
 from temseg.kernels import (
     attention,
     attention_reference,
