@@ -1,4 +1,4 @@
-"""The ``temseg`` command line: train, evaluate, predict, demo, synth.
+"""The ``temseg`` command line: train, evaluate, predict, export, demo, synth.
 
 Argument names follow MONAI where one exists (``--roi-size``, ``--sw-batch-size``,
 ``--overlap``, ``--mode``, ``--sigma-scale``). This is the only module that parses arguments.
@@ -26,6 +26,13 @@ def _window_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sigma-scale", type=float, default=0.125,
                    help="gaussian sigma as a fraction of the tile size")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+
+
+def _slide_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("whole-slide inference")
+    g.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average over flips and 90-degree rotations")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _window(args: argparse.Namespace):
@@ -83,17 +90,58 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="checkpoint file or training run folder")
     e.add_argument("data", help="folder with images/ and masks/")
     e.add_argument("--out", default=None, help="JSON report path (default: print only)")
+    e.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   default="auto", help="runtime for the tiles (as for predict)")
     _window_args(e)
+    _slide_args(e)
 
     p = sub.add_parser("predict", help="segment images; writes masks and overlays")
     p.add_argument("model", help="checkpoint file or training run folder")
     p.add_argument("inputs", nargs="+", help="image files (TIFF/PNG)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   default="auto",
+                   help="runtime for the tiles (default auto: onnxruntime on the CPU, where it "
+                        "is faster, else torch). MODEL may also be an exported .onnx file "
+                        "(onnxruntime) or a TensorRT .engine (tensorrt)")
     _window_args(p)
+    _slide_args(p)
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write <stem>_probabilities.tif: (C, H, W) uint8 round(255 p)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write <stem>_uncertainty.tif: uint8 normalised entropy (0-255)")
+
+    x = sub.add_parser("export", help="export a model for deployment (ONNX, TensorRT, AOTI)")
+    x.add_argument("model", help="checkpoint file or training run folder")
+    x.add_argument("--format", choices=["onnx", "tensorrt", "aoti"], default="onnx",
+                   help="onnx: portable graph with metadata; tensorrt: GPU engine (+ .json "
+                        "metadata, needs CUDA); aoti: AOTInductor package for the C++ runtime")
+    x.add_argument("--out", required=True, help="output file (.onnx, .engine, .pt2)")
+    x.add_argument("--softmax", action="store_true",
+                   help="embed the softmax: the model outputs probabilities, not logits")
+    x.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17)")
+    x.add_argument("--tile-sizes", type=int, nargs="+", default=None, metavar="PX",
+                   help="tensorrt: one optimisation profile per tile size; aoti: the tile "
+                        "size range (default: the model's patch size)")
+    x.add_argument("--batch", type=int, nargs=3, default=(1, 4, 16),
+                   metavar=("MIN", "OPT", "MAX"), help="batch range (tensorrt profiles; aoti "
+                   "uses MAX)")
+    x.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16",
+                   help="tensorrt engine precision")
+    x.add_argument("--strongly-typed", choices=["auto", "on", "off"], default="auto",
+                   help="tensorrt: strongly typed network (auto: when the installed TensorRT "
+                        "prefers it)")
+    x.add_argument("--timing-cache", default=None,
+                   help="tensorrt timing cache kept between builds "
+                        "(default ~/.cache/temseg/tensorrt-timing.cache)")
+    x.add_argument("--workspace-gb", type=float, default=4.0, help="tensorrt workspace limit")
+    x.add_argument("--no-verify", action="store_true",
+                   help="skip the comparison of the export with PyTorch / ONNX Runtime")
 
     d = sub.add_parser("demo", help="synthesise data, train a few minutes, segment a slide")
     d.add_argument("--out", default="temseg-demo")
-    d.add_argument("--minutes", type=float, default=3.0, help="training budget")
+    d.add_argument("--epochs", type=int, default=10, help="training epochs (18 steps each)")
+    d.add_argument("--minutes", type=float, default=4.0, help="cap on the training time")
     d.add_argument("--seed", type=int, default=0)
 
     s = sub.add_parser("synth", help="write a synthetic TEM dataset (images/ + masks/)")
@@ -140,29 +188,39 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "evaluate":
         from .atomic import write_json
-        from .data import load_dataset
         from .metrics import format_table
-        from .predict import evaluate
+        from .predict import evaluate_files
 
-        model = _load(args)
-        report = evaluate(model, load_dataset(args.data, model.classes), _window(args))
+        report = evaluate_files(_load(args), args.data, _window(args),
+                                progress=not args.no_progress, backend=args.backend,
+                                tta=args.tta)
         print(format_table(report))
         if args.out:
             write_json(args.out, report)
             print(f"report written to {args.out}")
         return 0
     if args.command == "predict":
+        from .inference.backends import open_for_predict
         from .predict import predict_files
+        from .train.policy import choose_device
 
-        done, failed = predict_files(_load(args), args.inputs, args.out, _window(args))
+        model, backend = open_for_predict(args.model, args.backend, choose_device(args.device))
+        done, failed = predict_files(model, args.inputs, args.out, _window(args),
+                                     progress=not args.no_progress, backend=backend,
+                                     tta=args.tta, probabilities=args.probabilities,
+                                     uncertainty=args.uncertainty)
         print(f"{len(done)} segmented into {args.out}, {len(failed)} failed")
         for path, reason in failed:
             print(f"  FAILED {path}: {reason}", file=sys.stderr)
         return 1 if failed else 0
+    if args.command == "export":
+        from .export.command import run_export
+
+        return run_export(args)
     if args.command == "demo":
         from .demo import run_demo
 
-        report = run_demo(args.out, minutes=args.minutes, seed=args.seed)
+        report = run_demo(args.out, epochs=args.epochs, minutes=args.minutes, seed=args.seed)
         return 0 if report["mean_dice"] is not None else 1
     if args.command == "synth":
         from .synth import write_dataset

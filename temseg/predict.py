@@ -1,6 +1,10 @@
-"""Whole-image prediction and evaluation on in-memory images, written as the input convention
-(0/50/100/150/200 masks) plus colour overlays. Slides larger than memory go through
-:mod:`temseg.inference` instead."""
+"""Prediction and evaluation, written as the input convention (0/50/100/150/200 masks) plus
+colour overlays.
+
+:func:`segment` / :func:`predict_probabilities` work on in-memory images (the reference
+path); :func:`predict_files`, :func:`evaluate_files` and :func:`evaluate` go through the
+streaming whole-slide path :func:`temseg.inference.slide.segment_slide` (lazy TIFF reading,
+bounded memory, identical labels)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
@@ -17,10 +22,16 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .checkpoint import SegmentationModel
-from .data import Sample, read_image
+from .data import DataError, Sample, find_pairs
 from .inference import sliding_window_inference
+from .inference.backends import make_backend
+from .inference.slide import SlideResult, segment_slide
 from .labels import ClassTable
-from .metrics import confusion_matrix, summarize
+from .metrics import summarize
+
+if TYPE_CHECKING:
+    from .export.metadata import ModelInfo
+    from .inference.backends import Backend
 
 log = logging.getLogger("temseg.predict")
 
@@ -37,15 +48,27 @@ class WindowSettings:
 
 
 @torch.no_grad()
-def predict_probabilities(model: SegmentationModel, image: np.ndarray,
-                          window: WindowSettings = WindowSettings()) -> np.ndarray:
-    """Class probabilities of a raw image: (H, W) any dtype -> (C, H, W) float32."""
-    model.eval()
-    device = next(model.parameters()).device
+def predict_probabilities(model: SegmentationModel | ModelInfo, image: np.ndarray,
+                          window: WindowSettings = WindowSettings(),
+                          backend: Backend | None = None) -> np.ndarray:
+    """Class probabilities of a raw image: (H, W) any dtype -> (C, H, W) float32.
+
+    ``backend`` (see :mod:`temseg.inference.backends`) runs the tiles instead of ``model``
+    itself; ``model`` then only supplies the normalisation and the patch size (an exported
+    model's :class:`~temseg.export.ModelInfo` is enough).
+    """
+    if backend is None:
+        assert isinstance(model, SegmentationModel), "a ModelInfo needs a backend"
+        model.eval()
+        device = next(model.parameters()).device
+    else:
+        device = torch.device("cpu")  # backends take CPU tiles
     x = torch.from_numpy(model.normalization(image))[None, None].to(device)
     roi = window.roi_size or model.patch_size
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
+        if backend is not None:
+            return backend(batch)
         return torch.softmax(model(batch).float(), dim=1)
 
     probs = sliding_window_inference(x, (roi, roi), window.sw_batch_size, predictor,
@@ -54,10 +77,12 @@ def predict_probabilities(model: SegmentationModel, image: np.ndarray,
     return probs[0].cpu().numpy()
 
 
-def segment(model: SegmentationModel, image: np.ndarray,
-            window: WindowSettings = WindowSettings()) -> np.ndarray:
-    """Class indices of a raw image: (H, W) -> (H, W) uint8."""
-    return predict_probabilities(model, image, window).argmax(0).astype(np.uint8)
+def segment(model: SegmentationModel | ModelInfo, image: np.ndarray,
+            window: WindowSettings = WindowSettings(),
+            backend: Backend | None = None) -> np.ndarray:
+    """Class indices of a raw image: (H, W) -> (H, W) uint8 (``backend``: see
+    :func:`predict_probabilities`)."""
+    return predict_probabilities(model, image, window, backend).argmax(0).astype(np.uint8)
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, classes: ClassTable,
@@ -89,42 +114,102 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, labels: np.
     return {"mask": mask_path, "overlay": overlay_path}
 
 
-def predict_files(model: SegmentationModel, inputs: Sequence[str | Path], out_dir: str | Path,
-                  window: WindowSettings = WindowSettings(), progress: bool = True
+def _backend(model: SegmentationModel | ModelInfo, backend: str | Backend) -> Backend:
+    """A backend instance (created once per batch of files)."""
+    if not isinstance(backend, str):
+        return backend
+    if not isinstance(model, SegmentationModel):
+        raise ValueError(f"backend {backend!r} needs a checkpoint; exported models come with "
+                         "their backend (temseg.inference.backends.open_for_predict)")
+    return make_backend(backend, model, next(model.parameters()).device)
+
+
+def _slide_kwargs(model: SegmentationModel | ModelInfo, window: WindowSettings) -> dict:
+    return {"roi_size": window.roi_size or model.patch_size,
+            "sw_batch_size": window.sw_batch_size, "overlap": window.overlap,
+            "mode": window.mode, "sigma_scale": window.sigma_scale}
+
+
+def predict_files(model: SegmentationModel | ModelInfo, inputs: Sequence[str | Path],
+                  out_dir: str | Path, window: WindowSettings = WindowSettings(),
+                  progress: bool = True, *,
+                  backend: str | Backend = "torch", tta: bool = False,
+                  probabilities: bool = False, uncertainty: bool = False
                   ) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Segment each input file; a file that fails is reported and skipped, the rest go on.
+    """Segment each input file with :func:`~temseg.inference.slide.segment_slide` into
+    ``out_dir/<stem>_mask.tif`` (tiled BigTIFF, grey values) and ``<stem>_overlay.png``,
+    plus ``<stem>_probabilities.tif`` / ``<stem>_uncertainty.tif`` when asked. ``model`` is
+    a checkpoint's model or an export's ``ModelInfo`` (then ``backend`` is an instance). A
+    file that fails is reported and skipped, the rest go on; outputs are written atomically.
 
     Returns (written mask paths, [(failed input, reason), ...]).
     """
+    out_dir = Path(out_dir)
+    run = _backend(model, backend)
     done, failed = [], []
-    for path in tqdm([Path(p) for p in inputs], desc="predict", disable=not progress,
-                     unit="image"):
+    for path in [Path(p) for p in inputs]:
+        stem = path.stem
         try:
-            image, pixel_size = read_image(path)
-            if pixel_size and model.pixel_size_um and not (
-                    0.9 < pixel_size / model.pixel_size_um < 1.1):
-                log.warning("%s: pixel size %.4g um differs from the model's %.4g um; "
-                            "results may suffer (resample the image)", path, pixel_size,
-                            model.pixel_size_um)
-            labels = segment(model, image, window)
-            done.append(write_outputs(out_dir, path.stem, image, labels, model.classes)["mask"])
+            result = segment_slide(
+                model, path, out_dir / f"{stem}_mask.tif", backend=run, tta=tta,
+                overlay_path=out_dir / f"{stem}_overlay.png",
+                probabilities_path=out_dir / f"{stem}_probabilities.tif" if probabilities
+                else None,
+                uncertainty_path=out_dir / f"{stem}_uncertainty.tif" if uncertainty else None,
+                progress=progress, **_slide_kwargs(model, window))
+            log.info("%s: %dx%d px in %.1f s (%.2f MPix/s) -> %s", path, result.shape[1],
+                     result.shape[0], result.seconds, result.mpix_per_s,
+                     result.outputs["mask"])
+            done.append(result.outputs["mask"])
         except Exception as exc:  # one bad file must not stop the batch
-            log.error("%s: skipped: %s", path, exc)
-            failed.append((path, str(exc)))
+            reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            log.error("skipped: %s", reason)
+            failed.append((path, reason))
     return done, failed
 
 
-def evaluate(model: SegmentationModel, samples: Sequence[Sample],
-             window: WindowSettings = WindowSettings(), progress: bool = True) -> dict:
-    """Per-class Dice/IoU of ``model`` on whole images (pooled confusion matrix), with a
-    per-image breakdown under ``"images"``."""
+def _report(total: np.ndarray, per_image: dict[str, np.ndarray], classes: ClassTable) -> dict:
+    report = summarize(total, classes.names)
+    report["images"] = {k: summarize(cm, classes.names)["dice"] for k, cm in per_image.items()}
+    return report
+
+
+def evaluate_files(model: SegmentationModel | ModelInfo, data_dir: str | Path,
+                   window: WindowSettings = WindowSettings(), progress: bool = True, *,
+                   backend: str | Backend = "torch", tta: bool = False) -> dict:
+    """Per-class Dice/IoU of ``model`` on ``DATA/images`` + ``DATA/masks`` (pooled confusion
+    matrix, per-image Dice under ``"images"``), streaming: images and masks are read lazily
+    band by band (any slide size)."""
+    run = _backend(model, backend)
     n = model.classes.num_classes
     total = np.zeros((n, n), dtype=np.int64)
-    per_image = {}
+    per_image: dict[str, np.ndarray] = {}
+    for image_path, mask_path in find_pairs(data_dir):
+        result = segment_slide(model, image_path, None, backend=run, tta=tta, mask=mask_path,
+                               progress=progress, **_slide_kwargs(model, window))
+        assert result.confusion is not None
+        total += result.confusion
+        per_image[image_path.stem] = result.confusion
+    return _report(total, per_image, model.classes)
+
+
+def evaluate(model: SegmentationModel | ModelInfo, samples: Sequence[Sample],
+             window: WindowSettings = WindowSettings(), progress: bool = True, *,
+             backend: str | Backend = "torch", tta: bool = False) -> dict:
+    """Per-class Dice/IoU of ``model`` on in-memory samples (pooled confusion matrix), with a
+    per-image breakdown under ``"images"``; same streaming path as :func:`evaluate_files`."""
+    run = _backend(model, backend)
+    n = model.classes.num_classes
+    total = np.zeros((n, n), dtype=np.int64)
+    per_image: dict[str, np.ndarray] = {}
     for s in tqdm(samples, desc="evaluate", disable=not progress, unit="image"):
-        cm = confusion_matrix(segment(model, s.image, window), s.labels, n)
-        total += cm
-        per_image[s.name] = summarize(cm, model.classes.names)["dice"]
-    report = summarize(total, model.classes.names)
-    report["images"] = per_image
-    return report
+        if s.image.shape != s.labels.shape:
+            raise DataError(f"{s.name}: labels {s.labels.shape} and image {s.image.shape} "
+                            "differ in size")
+        result: SlideResult = segment_slide(model, s.image, None, backend=run, tta=tta,
+                                            mask=s.labels, progress=False,
+                                            **_slide_kwargs(model, window))
+        assert result.confusion is not None
+        total += result.confusion
+        per_image[s.name] = result.confusion
+    return _report(total, per_image, model.classes)
