@@ -1,0 +1,484 @@
+"""What the suites measure: sizes, and each contender as a plain callable.
+
+Shared by the pytest-benchmark suites (timing, in process) and by :mod:`benchmarks.peak_memory`
+(peak memory, one fresh subprocess per contender), so both measure the same code.
+
+Sizes come from :class:`BenchConfig` (environment variables ``TEMSEG_BENCH_*``, see
+docs/benchmarks.md); the defaults keep ``make bench`` under 15 minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from temseg.data.normalize import Normalization
+from temseg.labels import TEM_CLASSES
+from temseg.models import ResUNet, UNetConfig, build_model
+
+from .baseline import BaselineDiceCELoss, BaselineTrainStep, baseline_from, explicit_attention
+from .baseline import segment_file as baseline_segment_file
+
+NUM_CLASSES = 5
+CUDA_SKIP = ("CUDA not available: Triton kernels are not timed on the CPU "
+             "(the interpreter is not a performance path)")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value in ("1", "true", "on", "yes")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of every measure (``TEMSEG_BENCH_QUICK=1``: tiny sizes for a smoke run)."""
+
+    threads: int = 2
+    width: int = 16
+    tile: int = 256
+    sw_batch: int = 8
+    overlap: float = 0.25
+    train_batch: int = 8
+    train_widths: tuple[int, ...] = (16,)
+    train_rounds: int = 3
+    compile: bool = True
+    attn_heads: int = 8
+    attn_head_dim: int = 32
+    attn_cases: tuple[tuple[int, int], ...] = ((8, 1024), (2, 4096))  # (batch, tokens)
+    attn_rounds: tuple[int, ...] = (3, 2)  # timed rounds per case
+    loss_batch: int = 8
+    loss_size: int = 256
+    slide: int = 1536
+    slide_rounds: int = 1
+    mem_slide: int = 4096
+    gemm_n: int = 2048
+    seed: int = 0
+    quick: bool = False
+
+    @classmethod
+    def from_env(cls) -> BenchConfig:
+        quick = _env_flag("TEMSEG_BENCH_QUICK", False)
+        base = cls.quick_sizes() if quick else cls()
+        wide = _env_flag("TEMSEG_BENCH_WIDE", False)
+        width = _env_int("TEMSEG_BENCH_WIDTH", base.width)
+        return cls(
+            threads=_env_int("TEMSEG_BENCH_THREADS", base.threads),
+            width=width,
+            tile=base.tile,
+            sw_batch=base.sw_batch,
+            overlap=base.overlap,
+            train_batch=_env_int("TEMSEG_BENCH_TRAIN_BATCH", base.train_batch),
+            train_widths=(width, 32) if wide and width != 32 else (width,),
+            train_rounds=_env_int("TEMSEG_BENCH_TRAIN_ROUNDS", base.train_rounds),
+            compile=_env_flag("TEMSEG_BENCH_COMPILE", base.compile),
+            attn_heads=base.attn_heads,
+            attn_head_dim=base.attn_head_dim,
+            attn_cases=base.attn_cases,
+            attn_rounds=base.attn_rounds,
+            loss_batch=base.loss_batch,
+            loss_size=base.loss_size,
+            slide=_env_int("TEMSEG_BENCH_SLIDE", base.slide),
+            slide_rounds=_env_int("TEMSEG_BENCH_SLIDE_ROUNDS", base.slide_rounds),
+            mem_slide=_env_int("TEMSEG_BENCH_MEM_SLIDE", base.mem_slide),
+            gemm_n=base.gemm_n,
+            seed=base.seed,
+            quick=quick,
+        )
+
+    @classmethod
+    def quick_sizes(cls) -> BenchConfig:
+        """Tiny sizes: checks that every suite runs end to end (numbers meaningless)."""
+        return cls(width=8, tile=64, sw_batch=4, train_batch=2, train_rounds=1, compile=False,
+                   attn_cases=((2, 256),), attn_rounds=(2,), loss_batch=2, loss_size=64, slide=320,
+                   slide_rounds=1, mem_slide=448, gemm_n=512, quick=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# machine
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> str:
+    """The SIMD extensions that matter for the kernels (avx2 / avx512* / amx*)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                keep = [f for f in flags if f.startswith(("avx2", "avx512", "amx", "fma"))]
+                return " ".join(sorted(keep))
+    except OSError:
+        pass
+    return ""
+
+
+def load_average() -> tuple[float, float, float] | None:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+def make_net(width: int, seed: int = 0) -> ResUNet:
+    """temseg's ResUNet (default architecture at ``width``) with seeded random weights and
+    non-trivial BatchNorm statistics, in eval mode."""
+    torch.manual_seed(seed)
+    net = build_model(UNetConfig(width=width))
+    gen = torch.Generator().manual_seed(seed + 1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.1, generator=gen)
+            m.running_var.uniform_(0.5, 1.5, generator=gen)
+    return net.eval()
+
+
+def save_net(net: ResUNet, path: str | Path) -> Path:
+    """Write ``net`` as a temseg checkpoint (loadable with ``temseg.load_model``)."""
+    from temseg.checkpoint import SegmentationModel, save_checkpoint
+
+    save_checkpoint(path, SegmentationModel(net))
+    return Path(path)
+
+
+def load_net(path: str | Path) -> ResUNet:
+    """The ResUNet of a checkpoint written by :func:`save_net`, eval mode."""
+    from temseg.checkpoint import load_model
+
+    return load_model(path).net.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# attention
+
+
+def attention_inputs(batch: int, tokens: int, heads: int, head_dim: int, seed: int = 0,
+                     requires_grad: bool = False) -> tuple[torch.Tensor, ...]:
+    """q, k, v (batch, heads, tokens, head_dim) float32 (and the output gradient)."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, heads, tokens, head_dim)
+    q, k, v, g = (torch.randn(shape, generator=gen) for _ in range(4))
+    for t in (q, k, v):
+        t.requires_grad_(requires_grad)
+    return q, k, v, g
+
+
+def attention_impls() -> dict[str, Callable[..., torch.Tensor]]:
+    """name -> f(q, k, v). On the CPU temseg's attention *is* SDPA (its PyTorch path)."""
+    from temseg.kernels import attention
+
+    return {
+        "baseline (explicit softmax(QK^T)V)": explicit_attention,
+        "temseg.kernels.attention": attention,
+        "F.scaled_dot_product_attention": F.scaled_dot_product_attention,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# loss
+
+
+def loss_inputs(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, 5, size, size) float32 requiring grad and a target (B, size, size) int64
+    with every class present."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, NUM_CLASSES, size, size, generator=gen).requires_grad_(True)
+    target = torch.randint(0, NUM_CLASSES, (batch, size, size), generator=gen)
+    return logits, target
+
+
+def loss_impls() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """name -> loss(logits, target): the baseline, temseg's DiceCELoss (training settings:
+    batch Dice, lambda_dice 0.5) and MONAI's DiceCELoss with the same settings."""
+    from monai.losses import DiceCELoss as MonaiDiceCELoss
+
+    from temseg.losses import DiceCELoss
+
+    monai_loss = MonaiDiceCELoss(softmax=True, to_onehot_y=True, batch=True, lambda_dice=0.5,
+                                 lambda_ce=1.0)
+    return {
+        "baseline (one-hot, separate tensors)": BaselineDiceCELoss(),
+        "temseg DiceCELoss": DiceCELoss(batch=True, lambda_dice=0.5),
+        "MONAI DiceCELoss": lambda logits, target: monai_loss(logits, target[:, None]),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# training step
+
+
+class TemsegTrainStep:
+    """One step of :func:`temseg.train.loop.train` as its run-time policy sets it up: model and
+    batches in channels-last memory format, ``torch.compile`` when ``compile`` (the loop's
+    ``--compile on``; the CPU default is off), AMP as :func:`temseg.train.policy.choose_precision`
+    decides, temseg's DiceCELoss, AdamW with the loop's parameter groups, gradient clipping.
+
+    Call with x (B, 1, H, W) float32 and y (B, H, W) int64; returns the loss as a float.
+    """
+
+    def __init__(self, net: nn.Module, compile: bool = False, amp: str = "auto",
+                 lr: float = 2e-3, weight_decay: float = 1e-4, lambda_dice: float = 0.5) -> None:
+        from temseg.losses import DiceCELoss
+        from temseg.train.policy import choose_compile, choose_precision
+
+        self.device = torch.device("cpu")
+        self.net = net.train().to(memory_format=torch.channels_last)
+        self.precision = choose_precision(self.device, amp)
+        self.use_compile, self.compile_reason = choose_compile(
+            self.device, "on" if compile else "off")
+        decay = [p for p in net.parameters() if p.ndim > 1]
+        no_decay = [p for p in net.parameters() if p.ndim <= 1]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+        self.loss_fn = DiceCELoss(batch=True, lambda_dice=lambda_dice)
+        self.forward = torch.compile(self.net) if self.use_compile else self.net
+
+    @property
+    def policy(self) -> str:
+        """What the policy chose, for the report."""
+        amp = "AMP off" if self.precision.dtype is None else f"AMP {self.precision.dtype}"
+        comp = "compile" if self.use_compile else "eager"
+        return f"channels_last + {comp} + {amp} ({self.precision.reason})"
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        x = x.contiguous(memory_format=torch.channels_last)
+        with self.precision.autocast(self.device):
+            logits = self.forward(x)
+        loss = self.loss_fn(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+        self.optimizer.step()
+        return float(loss.item())
+
+
+def train_batch(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A normalised image batch (B, 1, size, size) and labels (B, size, size) int64."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 1, size, size, generator=gen)
+    y = torch.randint(0, NUM_CLASSES, (batch, size, size), generator=gen)
+    return x, y
+
+
+def make_train_step(contender: str, width: int, seed: int = 0,
+                    amp: str = "auto") -> Callable[..., float]:
+    """``"baseline"`` | ``"temseg"`` (policy, eager) | ``"temseg+compile"`` |
+    ``"temseg+other-amp"`` (eager, the AMP setting the policy did *not* choose, to show what
+    that choice is worth here); all start from the same weights. ``amp`` is temseg's ``--amp``
+    ("auto": the policy decides)."""
+    net = make_net(width, seed).train()
+    if contender == "baseline":
+        return BaselineTrainStep(baseline_from(net))
+    if contender == "temseg":
+        return TemsegTrainStep(net, compile=False, amp=amp)
+    if contender == "temseg+compile":
+        return TemsegTrainStep(net, compile=True, amp=amp)
+    if contender == "temseg+other-amp":
+        from temseg.train.policy import choose_precision
+
+        chosen = choose_precision(torch.device("cpu"), "auto")
+        return TemsegTrainStep(net, compile=False, amp="bf16" if chosen.dtype is None else "off")
+    raise ValueError(f"unknown training contender {contender!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# whole-slide inference
+
+
+def slide_tiles(size: int, tile: int, overlap: float) -> tuple[int, int]:
+    """(tiles of temseg's / MONAI's overlapping grid, tiles of the baseline's plain grid) for a
+    square slide."""
+    from temseg import _C
+
+    grid = _C.TileGrid(size, size, (tile, tile), (overlap, overlap))
+    return len(grid), math.ceil(size / tile) ** 2
+
+
+def write_test_slide(path: str | Path, size: int, seed: int = 0) -> Path:
+    """A synthetic TEM phantom slide (tiled uint8 TIFF) of ``size`` x ``size``."""
+    from temseg.synth import write_slide
+
+    return write_slide(path, size, size, seed=seed, tile=256)
+
+
+def slide_baseline(model: nn.Module, src: str | Path, dst: str | Path, cfg: BenchConfig) -> Path:
+    """The baseline's whole-slide path (see :mod:`benchmarks.baseline.infer`) with ``model``
+    (a :class:`~benchmarks.baseline.BaselineResUNet`, see ``baseline_from``)."""
+    return baseline_segment_file(model.eval(), src, dst, cfg.tile, cfg.sw_batch)
+
+
+@torch.inference_mode()
+def slide_monai(net: ResUNet, src: str | Path, dst: str | Path, cfg: BenchConfig) -> Path:
+    """MONAI ``sliding_window_inference`` with temseg's model as a user would call it (eager,
+    fp32, NCHW), overlap 0.25, gaussian blending, the whole slide and its full-size score map
+    in memory."""
+    from monai.inferers import sliding_window_inference
+
+    image = tifffile.imread(src)
+    x = torch.from_numpy(Normalization()(image))[None, None]
+    net = net.eval()
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(net(batch), dim=1)
+
+    probs = sliding_window_inference(x, (cfg.tile, cfg.tile), cfg.sw_batch, predictor,
+                                     overlap=cfg.overlap, mode="gaussian")
+    labels = probs[0].argmax(0).to(torch.uint8).numpy()
+    tifffile.imwrite(dst, TEM_CLASSES.decode(labels), compression="zlib")
+    return Path(dst)
+
+
+class _Rows:
+    """``image[y0:y1]`` row-band access to a lazily read slide (what ``stream_segment``
+    needs)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.shape = tuple(source.shape)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.source.read(rows.start or 0, rows.stop if rows.stop is not None
+                                else self.shape[0])
+
+
+def _bands_to_tiff(dst: Path, shape: tuple[int, int], bands: Iterator[Any]) -> None:
+    """Write the label bands of ``stream_segment`` as a uint8 TIFF."""
+    labels = np.empty(shape, dtype=np.uint8)
+    for band in bands:
+        labels[band.row0 : band.row1] = band.labels
+    tifffile.imwrite(dst, TEM_CLASSES.decode(labels), compression="zlib")
+
+
+def temseg_slide_entry() -> str:
+    """Which temseg whole-slide entry point this checkout has."""
+    try:
+        from temseg.inference.slide import segment_slide  # noqa: F401
+    except ImportError:
+        return "temseg._tiling.stream_segment (slide read lazily, labels kept in memory)"
+    return "temseg.inference.slide.segment_slide (TIFF to TIFF, streaming)"
+
+
+def slide_temseg(backend: Callable[[torch.Tensor], torch.Tensor], src: str | Path,
+                 dst: str | Path, cfg: BenchConfig) -> Path:
+    """temseg's whole-slide path: the slide is read band by band, tiles are extracted,
+    normalised and blended (gaussian, overlap 0.25) by the C++ tiler around ``backend``.
+
+    Uses ``temseg.inference.slide.segment_slide`` when the checkout has it, else
+    ``temseg._tiling.stream_segment`` over a lazily read TIFF.
+    """
+    src, dst = Path(src), Path(dst)
+    try:
+        from temseg.inference.slide import segment_slide
+    except ImportError:
+        segment_slide = None
+    if segment_slide is not None:
+        return _segment_slide_call(segment_slide, backend, src, dst, cfg)
+    from temseg._tiling import stream_segment
+    from temseg.inference.slide_reader import open_slide
+
+    with open_slide(src) as source:
+        offset, scale = Normalization().affine(source)
+        bands = stream_segment(_Rows(source), cfg.tile, backend, NUM_CLASSES,
+                               overlap=cfg.overlap, mode="gaussian", batch_size=cfg.sw_batch,
+                               offset=offset, scale=scale, labels=True,
+                               num_threads=cfg.threads)
+        _bands_to_tiff(dst, tuple(source.shape), bands)
+    return dst
+
+
+def _segment_slide_call(segment_slide: Callable[..., Any], backend: Any, src: Path, dst: Path,
+                        cfg: BenchConfig) -> Path:
+    """``segment_slide`` with the benchmark's window settings (no overlay, no progress bar)."""
+    segment_slide(backend, src, dst, roi_size=cfg.tile, sw_batch_size=cfg.sw_batch,
+                  overlap=cfg.overlap, mode="gaussian", num_threads=cfg.threads,
+                  progress=False)
+    return dst
+
+
+def make_backend(name: str, net: ResUNet, onnx_path: str | Path | None = None) -> Any:
+    """temseg's inference backend ``name`` ("torch" | "onnxruntime") around ``net``; an
+    ONNX Runtime backend opens ``onnx_path`` when given (else exports ``net``)."""
+    import copy
+
+    from temseg.checkpoint import SegmentationModel
+    from temseg.inference import backends
+
+    # a copy: TorchBackend switches its model to channels-last in place
+    model = SegmentationModel(copy.deepcopy(net).eval())
+    if name == "torch":
+        return backends.TorchBackend(model)
+    if name == "onnxruntime":
+        if onnx_path is not None:
+            return backends.OnnxRuntimeBackend(onnx_path)
+        return backends.OnnxRuntimeBackend.from_model(model)
+    raise ValueError(f"unknown backend {name!r}")
+
+
+def onnxruntime_backend_available() -> bool:
+    """True when temseg has an ONNX Runtime backend and its dependencies import."""
+    try:
+        from temseg.inference import backends
+    except ImportError:
+        return False
+    if not hasattr(backends, "OnnxRuntimeBackend"):
+        return False
+    check = getattr(backends, "onnxruntime_available", None)
+    return bool(check()) if check is not None else True
+
+
+# --------------------------------------------------------------------------------------------
+# annotations read by benchmarks.summary
+
+
+def annotate(benchmark: Any, measure: str, contender: str, unit: str = "ms",
+             work: float | None = None, baseline: bool = False, **extra: Any) -> None:
+    """Label a pytest-benchmark row for :mod:`benchmarks.summary`.
+
+    Args:
+        benchmark: the pytest-benchmark fixture.
+        measure: the table's measure (rows with the same measure are compared).
+        contender: who is measured.
+        unit: "ms" (time per round), or a throughput unit ("patches/s", "MPix/s") computed as
+            ``work / seconds`` per round.
+        work: patches or megapixels processed per round (throughput units).
+        baseline: this row is the reference of its measure (ratio 1.00).
+        extra: more JSON-ready facts (peak memory, what the policy chose, ...).
+    """
+    benchmark.group = measure
+    benchmark.extra_info.update({"measure": measure, "contender": contender, "unit": unit,
+                                 "role": "baseline" if baseline else "contender"})
+    if work is not None:
+        benchmark.extra_info["work"] = work
+    benchmark.extra_info.update(extra)

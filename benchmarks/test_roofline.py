@@ -1,0 +1,39 @@
+"""Roofline inputs measured in the same run: this CPU's fp32 GEMM rate (torch.mm, i.e. the
+BLAS torch links, and NumPy's BLAS) and the model's counted FLOPs per pixel (the summary relates
+them to whole-slide inference's MPix/s, against the faster of the two GEMMs)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from .contenders import BenchConfig, annotate
+from .roofline import flop_breakdown
+
+
+def test_gemm_rate(benchmark, bench_cfg: BenchConfig, net: torch.nn.Module) -> None:
+    n = bench_cfg.gemm_n
+    ops = flop_breakdown(net, bench_cfg.tile)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    annotate(benchmark, f"roofline: fp32 GEMM {n}x{n}, {bench_cfg.threads} threads",
+             "torch.mm", unit="GFLOP/s", work=2 * n**3 / 1e9,
+             flops_per_pixel=sum(ops.values()) / bench_cfg.tile**2, flops_by_op=ops,
+             model_width=bench_cfg.width, tile=bench_cfg.tile)
+    benchmark.pedantic(torch.mm, args=(a, b), rounds=10, iterations=1, warmup_rounds=2)
+
+
+def test_gemm_rate_numpy(benchmark, bench_cfg: BenchConfig) -> None:
+    """The same GEMM through NumPy's BLAS (OpenBLAS in the wheels), whose thread count cannot
+    be set after import: measured only where its default (all CPUs) is the benchmark's."""
+    if (os.cpu_count() or 1) != bench_cfg.threads:
+        pytest.skip(f"NumPy's BLAS would use {os.cpu_count()} threads, the benchmark uses "
+                    f"{bench_cfg.threads}")
+    n = bench_cfg.gemm_n
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    annotate(benchmark, f"roofline: fp32 GEMM {n}x{n}, {bench_cfg.threads} threads",
+             "numpy.matmul", unit="GFLOP/s", work=2 * n**3 / 1e9)
+    benchmark.pedantic(np.matmul, args=(a, b), rounds=10, iterations=1, warmup_rounds=2)
