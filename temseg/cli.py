@@ -18,7 +18,7 @@ from .models import UNetConfig
 def _window_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sliding window (MONAI names)")
     g.add_argument("--roi-size", type=int, default=None,
-                   help="tile side in pixels (default: the model's training patch size)")
+                   help="tile side in pixels (default: twice the model's training patch size)")
     g.add_argument("--sw-batch-size", type=int, default=4, help="tiles per model call")
     g.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction")
     g.add_argument("--mode", choices=["gaussian", "constant"], default="gaussian",
