@@ -34,7 +34,8 @@ NARROW = UNetConfig(width=2, depth=2, blocks_per_stage=1, bottleneck_blocks=1, h
 def model() -> SegmentationModel:
     """A tiny untrained model; zero head bias so that several classes come out."""
     torch.manual_seed(0)
-    m = SegmentationModel(build_model(NARROW), patch_size=ROI).eval()
+    # the default inference tile is twice the training patch: ROI
+    m = SegmentationModel(build_model(NARROW), patch_size=ROI // 2).eval()
     with torch.no_grad():
         m.net.head.bias.zero_()
     return m
