@@ -59,7 +59,7 @@ def run_predict(model_path: Path, slide: Path, out_dir: Path) -> dict:
     temseg = Path(sys.executable).with_name("temseg")
     cmd = ["/usr/bin/time", "-v", str(temseg), "predict", str(model_path), str(slide),
            "--out", str(out_dir), "--backend", "torch", "--sw-batch-size", str(BATCH),
-           "--overlap", str(OVERLAP), "--no-progress"]
+           "--overlap", str(OVERLAP), "--roi-size", str(PATCH), "--no-progress"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
