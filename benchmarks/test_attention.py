@@ -61,6 +61,31 @@ def test_attention(benchmark, bench_cfg: BenchConfig, case: tuple[int, int], pas
                        iterations=1, warmup_rounds=1)
 
 
+def _cuda_inputs(bench_cfg: BenchConfig, case: tuple[int, int], pass_: str):
+    """q, k, v, upstream gradient on the GPU, and whether the pass includes backward."""
+    batch, tokens = case
+    backward = pass_ == "forward+backward"
+    q, k, v, g = (t.detach().cuda().requires_grad_(backward and i < 3) for i, t in
+                  enumerate(attention_inputs(batch, tokens, bench_cfg.attn_heads,
+                                             bench_cfg.attn_head_dim)))
+    return q, k, v, g, backward
+
+
+def _time_cuda(benchmark, run, bench_cfg: BenchConfig, case: tuple[int, int], pass_: str,
+               contender: str, baseline: bool = False) -> None:
+    """Time ``run`` with a device synchronisation per round, in the CUDA group of ``case``."""
+
+    def synced() -> None:
+        run()
+        torch.cuda.synchronize()
+
+    batch, tokens = case
+    measure = (f"attention {pass_} B={batch} heads={bench_cfg.attn_heads} N={tokens} "
+               f"d={bench_cfg.attn_head_dim} (CUDA)")
+    annotate(benchmark, measure, contender, baseline=baseline)
+    benchmark.pedantic(synced, rounds=20, iterations=1, warmup_rounds=3)
+
+
 @pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("case", CFG.attn_cases, ids=_case_id)
 def test_attention_triton(benchmark, bench_cfg: BenchConfig, case: tuple[int, int],
@@ -71,26 +96,14 @@ def test_attention_triton(benchmark, bench_cfg: BenchConfig, case: tuple[int, in
         pytest.skip(CUDA_SKIP)
     from temseg.kernels import attention
 
-    batch, tokens = case
-    backward = pass_ == "forward+backward"
-    q, k, v, g = (t.detach().cuda().requires_grad_(backward and i < 3) for i, t in
-                  enumerate(attention_inputs(batch, tokens, bench_cfg.attn_heads,
-                                             bench_cfg.attn_head_dim)))
+    q, k, v, g, backward = _cuda_inputs(bench_cfg, case, pass_)
     torch.set_float32_matmul_precision("high")
 
     def triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return attention(q, k, v, backend="triton")
 
-    run = _run(triton, q, k, v, g, backward)
-
-    def synced() -> None:
-        run()
-        torch.cuda.synchronize()
-
-    measure = (f"attention {pass_} B={batch} heads={bench_cfg.attn_heads} N={tokens} "
-               f"d={bench_cfg.attn_head_dim} (CUDA)")
-    annotate(benchmark, measure, "temseg Triton kernel (tf32)")
-    benchmark.pedantic(synced, rounds=20, iterations=1, warmup_rounds=3)
+    _time_cuda(benchmark, _run(triton, q, k, v, g, backward), bench_cfg, case, pass_,
+               "temseg Triton kernel (tf32)")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -101,18 +114,6 @@ def test_attention_cuda_reference(benchmark, bench_cfg: BenchConfig, case: tuple
     """The CPU contenders on the GPU, next to the Triton rows (CUDA only)."""
     if not torch.cuda.is_available():
         pytest.skip(CUDA_SKIP)
-    batch, tokens = case
-    backward = pass_ == "forward+backward"
-    q, k, v, g = (t.detach().cuda().requires_grad_(backward and i < 3) for i, t in
-                  enumerate(attention_inputs(batch, tokens, bench_cfg.attn_heads,
-                                             bench_cfg.attn_head_dim)))
-    run = _run(attention_impls()[impl], q, k, v, g, backward)
-
-    def synced() -> None:
-        run()
-        torch.cuda.synchronize()
-
-    measure = (f"attention {pass_} B={batch} heads={bench_cfg.attn_heads} N={tokens} "
-               f"d={bench_cfg.attn_head_dim} (CUDA)")
-    annotate(benchmark, measure, impl, baseline=impl == BASELINE)
-    benchmark.pedantic(synced, rounds=20, iterations=1, warmup_rounds=3)
+    q, k, v, g, backward = _cuda_inputs(bench_cfg, case, pass_)
+    _time_cuda(benchmark, _run(attention_impls()[impl], q, k, v, g, backward), bench_cfg,
+               case, pass_, impl, baseline=impl == BASELINE)
