@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17)")
     x.add_argument("--tile-sizes", type=int, nargs="+", default=None, metavar="PX",
                    help="tensorrt: one optimisation profile per tile size; aoti: the tile "
-                        "size range (default: the model's patch size)")
+                        "size range (default: the model's inference tile, 2x its patch size)")
     x.add_argument("--batch", type=int, nargs=3, default=(1, 4, 16),
                    metavar=("MIN", "OPT", "MAX"), help="batch range (tensorrt profiles; aoti "
                    "uses MAX)")

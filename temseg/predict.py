@@ -25,7 +25,7 @@ from .checkpoint import SegmentationModel
 from .data import DataError, Sample, find_pairs
 from .inference import sliding_window_inference
 from .inference.backends import make_backend
-from .inference.slide import SlideResult, default_roi_size, segment_slide
+from .inference.slide import SlideResult, segment_slide
 from .labels import ClassTable
 from .metrics import summarize
 
@@ -64,7 +64,7 @@ def predict_probabilities(model: SegmentationModel | ModelInfo, image: np.ndarra
     else:
         device = torch.device("cpu")  # backends take CPU tiles
     x = torch.from_numpy(model.normalization(image))[None, None].to(device)
-    roi = window.roi_size or default_roi_size(model.patch_size)
+    roi = window.roi_size or model.roi_size
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         if backend is not None:
@@ -125,7 +125,7 @@ def _backend(model: SegmentationModel | ModelInfo, backend: str | Backend) -> Ba
 
 
 def _slide_kwargs(model: SegmentationModel | ModelInfo, window: WindowSettings) -> dict:
-    return {"roi_size": window.roi_size or default_roi_size(model.patch_size),
+    return {"roi_size": window.roi_size or model.roi_size,
             "sw_batch_size": window.sw_batch_size, "overlap": window.overlap,
             "mode": window.mode, "sigma_scale": window.sigma_scale}
 

@@ -170,7 +170,7 @@ def test_aoti_backend_matches_temseg_predict_torch(segment_exe: Path, aoti_packa
     pgm = write_pgm(tmp_path / "tem.pgm", image)
     res = _run([str(segment_exe), "--backend", "aoti", "--model", str(package), "--input",
                 str(pgm), "--output", str(tmp_path / "cpp.pgm"), "--grey", "--threads", "2"])
-    assert "tile 128" in res.stdout
+    assert "tile 256" in res.stdout  # temseg.roi_size: 2x the patch, as `temseg predict`
     cpp = read_pgm(tmp_path / "cpp.pgm")
     assert main(["predict", str(checkpoint), str(image_path), "--out", str(tmp_path / "py"),
                  "--backend", "torch", "--no-progress"]) == 0

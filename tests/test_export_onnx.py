@@ -3,6 +3,7 @@ coverage, polygraphy sanitising, and the onnxruntime backend of ``temseg predict
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -102,7 +103,12 @@ def test_metadata_round_trip(exported: Path, model: SegmentationModel):
     assert flat["temseg.class_values"] == "0,50,100,150,200"
     assert flat["temseg.norm.lower"] == "1.0" and flat["temseg.norm.upper"] == "99.0"
     assert flat["temseg.output"] == "logits"
+    # the inference tile every runtime defaults to (C++ Segmenter, TensorRT profiles, predict)
+    assert info.roi_size == model.roi_size == 128 and flat["temseg.roi_size"] == "128"
     assert ModelInfo.from_flat(flat) == info
+    older = json.loads(flat["temseg.metadata"])
+    del older["roi_size"]  # exports written before the key: same default
+    assert ModelInfo.from_flat({**flat, "temseg.metadata": json.dumps(older)}) == info
 
 
 def test_onnxruntime_matches_torch_on_random_tiles(exported: Path, model: SegmentationModel):

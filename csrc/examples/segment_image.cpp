@@ -8,7 +8,7 @@
 // format acquisition software can dump without extra libraries. Output: P5 PGM of class
 // indices (or of the class grey values with --grey), optionally the blended probabilities
 // as raw float32 (C, H, W) with --probs. Settings come from the model's metadata
-// (tile = training patch size, normalisation); --tile/--overlap/--batch/--threads override.
+// (tile = temseg.roi_size, normalisation); --tile/--overlap/--batch/--threads override.
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>

@@ -113,12 +113,16 @@ SegmenterOptions options_from_metadata(const std::map<std::string, std::string>&
   const std::string& method = need(metadata, "temseg.norm.method");
   if (method != "percentile")
     throw std::invalid_argument("temseg metadata: unsupported normalisation '" + method + "'");
-  const auto tile = static_cast<std::int64_t>(
-      to_double("temseg.patch_size", need(metadata, "temseg.patch_size")));
+  // Default tile: temseg.roi_size (what `temseg predict` uses); exports older than that key
+  // carry only the training patch size.
+  const char* tile_key =
+      metadata.count("temseg.roi_size") ? "temseg.roi_size" : "temseg.patch_size";
+  const auto tile = static_cast<std::int64_t>(to_double(tile_key, need(metadata, tile_key)));
   const auto multiple = static_cast<std::int64_t>(
       to_double("temseg.tile_multiple", need(metadata, "temseg.tile_multiple")));
   if (tile <= 0 || multiple <= 0 || tile % multiple != 0)
-    throw std::invalid_argument("temseg metadata: patch_size " + std::to_string(tile) +
+    throw std::invalid_argument(std::string("temseg metadata: ") + (tile_key + 7) + " " +
+                                std::to_string(tile) +
                                 " is not a positive multiple of " + std::to_string(multiple));
   base.tile_h = base.tile_w = tile;
   base.normalization.lower = to_double("temseg.norm.lower", need(metadata, "temseg.norm.lower"));

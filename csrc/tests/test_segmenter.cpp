@@ -304,6 +304,13 @@ TEST_CASE("metadata: flat JSON file and options_from_metadata") {
   bad["temseg.patch_size"] = "100";  // not a multiple of 8
   CHECK_THROWS_AS(temseg::options_from_metadata(bad, {}), std::invalid_argument);
   bad["temseg.patch_size"] = "96";
+  bad["temseg.roi_size"] = "192";  // the inference tile, when the export records it
+  CHECK(temseg::options_from_metadata(bad, {}).tile_h == 192);
+  bad["temseg.roi_size"] = "190";
+  CHECK_THROWS_WITH_AS(temseg::options_from_metadata(bad, {}),
+                       "temseg metadata: roi_size 190 is not a positive multiple of 8",
+                       std::invalid_argument);
+  bad.erase("temseg.roi_size");
   bad.erase("temseg.norm.lower");
   CHECK_THROWS_WITH_AS(temseg::options_from_metadata(bad, {}),
                        "temseg metadata: missing key temseg.norm.lower", std::invalid_argument);

@@ -90,7 +90,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.format == "aoti":
         from .aoti import export_aoti
 
-        tiles = args.tile_sizes or [model.patch_size]
+        tiles = args.tile_sizes or [model.roi_size]
         export_aoti(model, out, softmax=True, sample_tile=min(tiles),
                     max_batch=args.batch[2], max_tile=max(1024, max(tiles)))
         print(f"AOTInductor package written to {out} (metadata also in {out}.json)")

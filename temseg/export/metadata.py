@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import default_roi_size
 from ..data.normalize import Normalization
 from ..labels import ClassTable
 
@@ -47,7 +48,8 @@ class ModelInfo:
     ``patch_size``, ``pixel_size_um``) plus the export contract: the graph maps
     ``input_name`` (B, 1, H, W) float32 normalised tiles to ``output_name`` (B, C, H, W)
     float32, probabilities when ``softmax`` else logits; H and W must be multiples of
-    ``tile_multiple``.
+    ``tile_multiple``. ``roi_size`` is the inference tile side every runtime uses by default
+    (:func:`temseg.checkpoint.default_roi_size` of the patch unless given).
     """
 
     normalization: Normalization
@@ -60,6 +62,14 @@ class ModelInfo:
     output_name: str = OUTPUT_NAME
     model_config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    roi_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.roi_size <= 0:
+            object.__setattr__(self, "roi_size", default_roi_size(self.patch_size))
+        if self.roi_size % self.tile_multiple:
+            raise ValueError(f"roi_size {self.roi_size} is not a multiple of "
+                             f"{self.tile_multiple}")
 
     @property
     def num_classes(self) -> int:
@@ -71,7 +81,8 @@ class ModelInfo:
         net = getattr(model.net, "_orig_mod", model.net)
         return cls(model.normalization, model.classes, int(model.patch_size),
                    model.pixel_size_um, softmax, int(net.multiple),
-                   model_config=net.config.to_dict(), extra=dict(extra))
+                   model_config=net.config.to_dict(), extra=dict(extra),
+                   roi_size=int(model.roi_size))
 
     def to_dict(self) -> dict[str, Any]:
         """Nested JSON-ready form (the ``temseg.metadata`` entry)."""
@@ -81,6 +92,7 @@ class ModelInfo:
             "normalization": self.normalization.to_dict(),
             "classes": self.classes.to_dict(),
             "patch_size": self.patch_size,
+            "roi_size": self.roi_size,
             "pixel_size_um": self.pixel_size_um,
             "softmax": self.softmax,
             "tile_multiple": self.tile_multiple,
@@ -117,6 +129,7 @@ class ModelInfo:
                 output_name=str(d["output_name"]),
                 model_config=dict(d.get("model_config", {})),
                 extra=dict(d.get("export", {})),
+                roi_size=int(d.get("roi_size", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: invalid temseg metadata: {exc}") from exc
@@ -126,7 +139,8 @@ def flat_metadata(info: ModelInfo) -> dict[str, str]:
     """The flat ``temseg.*`` string map (see the module docstring).
 
     Keys: ``format_version``, ``metadata`` (full JSON), ``num_classes``, ``class_names`` and
-    ``class_values`` (comma-separated), ``patch_size``, ``pixel_size_um`` (empty when unknown),
+    ``class_values`` (comma-separated), ``patch_size``, ``roi_size`` (default inference
+    tile side), ``pixel_size_um`` (empty when unknown),
     ``norm.method`` / ``norm.lower`` / ``norm.upper`` / ``norm.max_samples`` (percentiles
     mapped to -1 / +1), ``output`` ("probabilities" | "logits"), ``tile_multiple``,
     ``input_name``, ``output_name``.
@@ -139,6 +153,7 @@ def flat_metadata(info: ModelInfo) -> dict[str, str]:
         "class_names": ",".join(info.classes.names),
         "class_values": ",".join(str(v) for v in info.classes.values),
         "patch_size": str(info.patch_size),
+        "roi_size": str(info.roi_size),
         "pixel_size_um": "" if info.pixel_size_um is None else repr(float(info.pixel_size_um)),
         "norm.method": "percentile",
         "norm.lower": repr(float(norm.lower)),

@@ -425,7 +425,7 @@ def export_tensorrt(
 
     engine_path = Path(engine_path)
     net = getattr(model.net, "_orig_mod", model.net)
-    tiles = list(tile_sizes or [int(model.patch_size)])
+    tiles = list(tile_sizes or [int(model.roi_size)])
     profiles = default_profiles(tiles, batch, int(net.multiple))
     if strongly_typed is None:
         strongly_typed = prefers_strongly_typed(trt.__version__)

@@ -87,7 +87,7 @@ struct SegmenterOptions {
 };
 
 /// Options from the flat `temseg.*` metadata of an export (temseg/export/metadata.py):
-/// tile = temseg.patch_size, normalisation = temseg.norm.*; other fields from `base`.
+/// tile = temseg.roi_size (temseg.patch_size in exports without it), normalisation = temseg.norm.*; other fields from `base`.
 /// Throws std::invalid_argument naming the key when a value is missing or malformed.
 SegmenterOptions options_from_metadata(const std::map<std::string, std::string>& metadata,
                                        SegmenterOptions base = {});
