@@ -29,7 +29,7 @@ import numpy as np
 import tifffile
 import torch
 
-from temseg.checkpoint import SegmentationModel, save_checkpoint
+from temseg.checkpoint import SegmentationModel, default_roi_size, save_checkpoint
 from temseg.inference import sliding_window_inference
 from temseg.inference.backends import TorchBackend
 from temseg.inference.slide_reader import open_slide
@@ -39,6 +39,7 @@ from temseg.synth import write_slide
 NARROW = UNetConfig(width=2, depth=2, blocks_per_stage=1, bottleneck_blocks=1, heads=1,
                     attention=False)
 PATCH = 256
+ROI = default_roi_size(PATCH)  # the tile `temseg predict` uses by default (512)
 OVERLAP = 0.25
 BATCH = 8
 
@@ -59,7 +60,7 @@ def run_predict(model_path: Path, slide: Path, out_dir: Path) -> dict:
     temseg = Path(sys.executable).with_name("temseg")
     cmd = ["/usr/bin/time", "-v", str(temseg), "predict", str(model_path), str(slide),
            "--out", str(out_dir), "--backend", "torch", "--sw-batch-size", str(BATCH),
-           "--overlap", str(OVERLAP), "--roi-size", str(PATCH), "--no-progress"]
+           "--overlap", str(OVERLAP), "--roi-size", str(ROI), "--no-progress"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -73,13 +74,13 @@ def run_predict(model_path: Path, slide: Path, out_dir: Path) -> dict:
 def crop_check(model: SegmentationModel, slide: Path, mask: Path, size: int) -> dict:
     """Compare the streamed labels with the in-memory path on a grid-aligned crop.
 
-    The crop starts at a multiple of the grid stride and is ``PATCH + m * stride`` wide, so
+    The crop starts at a multiple of the grid stride and is ``ROI + m * stride`` wide, so
     its own grid is the global grid shifted; pixels at least one tile away from the crop
     border are covered by the same tiles, added in the same order.
     """
-    stride = int(PATCH * (1 - OVERLAP))
-    m = max(1, min(10, (size - PATCH) // stride // 3))
-    side = PATCH + m * stride
+    stride = int(ROI * (1 - OVERLAP))
+    m = max(1, min(10, (size - ROI) // stride // 3))
+    side = ROI + m * stride
     k = max(1, (size // 2 - side // 2) // stride)
     y0 = x0 = k * stride
     with open_slide(slide) as src:
@@ -87,7 +88,7 @@ def crop_check(model: SegmentationModel, slide: Path, mask: Path, size: int) -> 
         crop = src.read(y0, y0 + side, x0, x0 + side)
     backend = TorchBackend(model)
     x = (torch.from_numpy(crop.astype(np.float32)) - np.float32(offset)) * np.float32(scale)
-    probs = sliding_window_inference(x[None, None], PATCH, BATCH, backend, overlap=OVERLAP,
+    probs = sliding_window_inference(x[None, None], ROI, BATCH, backend, overlap=OVERLAP,
                                      padding_mode="reflect")[0].numpy()
     ref = model.classes.decode(probs.argmax(0).astype(np.uint8))
     with tifffile.TiffFile(mask) as tif:
@@ -95,7 +96,7 @@ def crop_check(model: SegmentationModel, slide: Path, mask: Path, size: int) -> 
 
         z = zarr.open(tif.aszarr(), mode="r")
         got = np.asarray(z[y0 : y0 + side, x0 : x0 + side])
-    inner = (slice(PATCH, side - PATCH),) * 2
+    inner = (slice(ROI, side - ROI),) * 2
     diff = int((got[inner] != ref[inner]).sum())
     return {"crop": [y0, x0, side, side], "compared_px": int(got[inner].size),
             "differing_px": diff, "identical": diff == 0,
@@ -126,7 +127,7 @@ def main() -> int:
         res["crop_check"] = crop_check(model, slide, out_dir / f"slide_{n}_mask.tif", n)
         rows.append(res)
         print(json.dumps(res), flush=True)
-    report = {"model": NARROW.to_dict(), "patch": PATCH, "overlap": OVERLAP,
+    report = {"model": NARROW.to_dict(), "patch": PATCH, "roi_size": ROI, "overlap": OVERLAP,
               "sw_batch_size": BATCH, "torch_threads": torch.get_num_threads(), "runs": rows}
     if len(rows) >= 2:
         peaks = [r["max_rss_kb"] for r in rows]

@@ -33,6 +33,12 @@ def _slide_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average over flips and 90-degree rotations")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="pixel size of the inputs in micrometres (default: from the TIFF "
+                        "tags); inputs whose pixel size differs from the model's by more than "
+                        "2%% are resampled to it and the outputs mapped back")
+    g.add_argument("--no-resample", action="store_true",
+                   help="never resample to the model's pixel size (only warn)")
 
 
 def _window(args: argparse.Namespace):
@@ -193,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
 
         report = evaluate_files(_load(args), args.data, _window(args),
                                 progress=not args.no_progress, backend=args.backend,
-                                tta=args.tta)
+                                tta=args.tta, pixel_size_um=args.pixel_size,
+                                resample=not args.no_resample)
         print(format_table(report))
         if args.out:
             write_json(args.out, report)
@@ -208,7 +215,9 @@ def _run(args: argparse.Namespace) -> int:
         done, failed = predict_files(model, args.inputs, args.out, _window(args),
                                      progress=not args.no_progress, backend=backend,
                                      tta=args.tta, probabilities=args.probabilities,
-                                     uncertainty=args.uncertainty)
+                                     uncertainty=args.uncertainty,
+                                     pixel_size_um=args.pixel_size,
+                                     resample=not args.no_resample)
         print(f"{len(done)} segmented into {args.out}, {len(failed)} failed")
         for path, reason in failed:
             print(f"  FAILED {path}: {reason}", file=sys.stderr)

@@ -38,7 +38,8 @@ log = logging.getLogger("temseg.predict")
 
 @dataclass(frozen=True)
 class WindowSettings:
-    """Sliding-window settings (MONAI names). ``roi_size`` None: the model's patch size."""
+    """Sliding-window settings (MONAI names). ``roi_size`` None: the model's ``roi_size``
+    (twice its training patch)."""
 
     roi_size: int | None = None
     sw_batch_size: int = 4
@@ -134,13 +135,16 @@ def predict_files(model: SegmentationModel | ModelInfo, inputs: Sequence[str | P
                   out_dir: str | Path, window: WindowSettings = WindowSettings(),
                   progress: bool = True, *,
                   backend: str | Backend = "torch", tta: bool = False,
-                  probabilities: bool = False, uncertainty: bool = False
+                  probabilities: bool = False, uncertainty: bool = False,
+                  pixel_size_um: float | None = None, resample: bool = True
                   ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Segment each input file with :func:`~temseg.inference.slide.segment_slide` into
     ``out_dir/<stem>_mask.tif`` (tiled BigTIFF, grey values) and ``<stem>_overlay.png``,
     plus ``<stem>_probabilities.tif`` / ``<stem>_uncertainty.tif`` when asked. ``model`` is
     a checkpoint's model or an export's ``ModelInfo`` (then ``backend`` is an instance). A
     file that fails is reported and skipped, the rest go on; outputs are written atomically.
+    ``pixel_size_um`` (default: each file's tags) and ``resample``: see
+    :func:`~temseg.inference.slide.segment_slide`.
 
     Returns (written mask paths, [(failed input, reason), ...]).
     """
@@ -156,7 +160,8 @@ def predict_files(model: SegmentationModel | ModelInfo, inputs: Sequence[str | P
                 probabilities_path=out_dir / f"{stem}_probabilities.tif" if probabilities
                 else None,
                 uncertainty_path=out_dir / f"{stem}_uncertainty.tif" if uncertainty else None,
-                progress=progress, **_slide_kwargs(model, window))
+                progress=progress, pixel_size_um=pixel_size_um, resample=resample,
+                **_slide_kwargs(model, window))
             log.info("%s: %dx%d px in %.1f s (%.2f MPix/s) -> %s", path, result.shape[1],
                      result.shape[0], result.seconds, result.mpix_per_s,
                      result.outputs["mask"])
@@ -176,7 +181,8 @@ def _report(total: np.ndarray, per_image: dict[str, np.ndarray], classes: ClassT
 
 def evaluate_files(model: SegmentationModel | ModelInfo, data_dir: str | Path,
                    window: WindowSettings = WindowSettings(), progress: bool = True, *,
-                   backend: str | Backend = "torch", tta: bool = False) -> dict:
+                   backend: str | Backend = "torch", tta: bool = False,
+                   pixel_size_um: float | None = None, resample: bool = True) -> dict:
     """Per-class Dice/IoU of ``model`` on ``DATA/images`` + ``DATA/masks`` (pooled confusion
     matrix, per-image Dice under ``"images"``), streaming: images and masks are read lazily
     band by band (any slide size)."""
@@ -186,7 +192,8 @@ def evaluate_files(model: SegmentationModel | ModelInfo, data_dir: str | Path,
     per_image: dict[str, np.ndarray] = {}
     for image_path, mask_path in find_pairs(data_dir):
         result = segment_slide(model, image_path, None, backend=run, tta=tta, mask=mask_path,
-                               progress=progress, **_slide_kwargs(model, window))
+                               progress=progress, pixel_size_um=pixel_size_um,
+                               resample=resample, **_slide_kwargs(model, window))
         assert result.confusion is not None
         total += result.confusion
         per_image[image_path.stem] = result.confusion
@@ -208,6 +215,7 @@ def evaluate(model: SegmentationModel | ModelInfo, samples: Sequence[Sample],
                             "differ in size")
         result: SlideResult = segment_slide(model, s.image, None, backend=run, tta=tta,
                                             mask=s.labels, progress=False,
+                                            pixel_size_um=s.pixel_size_um,
                                             **_slide_kwargs(model, window))
         assert result.confusion is not None
         total += result.confusion

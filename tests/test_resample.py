@@ -1,0 +1,164 @@
+"""Resampling inputs to the model's pixel size (temseg.inference.resample, segment_slide)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import torch.nn.functional as F
+
+from temseg.checkpoint import SegmentationModel, save_checkpoint
+from temseg.cli import main
+from temseg.inference.resample import ResampledSource, resampled_shape
+from temseg.inference.slide import segment_slide
+from temseg.inference.slide_reader import ArraySource, open_slide
+from temseg.metrics import confusion_matrix
+from temseg.models import UNetConfig, build_model
+from temseg.synth import render
+
+MODEL_UM = 0.01
+NARROW = UNetConfig(width=2, depth=2, blocks_per_stage=1, bottleneck_blocks=1, heads=1,
+                    attention=False)
+OPTS = {"roi_size": 64, "sw_batch_size": 3, "out_tile": 64, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def model() -> SegmentationModel:
+    """A tiny untrained model trained "at" 10 nm/px; zero head bias: several classes."""
+    torch.manual_seed(0)
+    m = SegmentationModel(build_model(NARROW), patch_size=32, pixel_size_um=MODEL_UM).eval()
+    with torch.no_grad():
+        m.net.head.bias.zero_()
+    return m
+
+
+@pytest.fixture(scope="module")
+def phantom() -> tuple[np.ndarray, np.ndarray]:
+    image, labels = render(150, 230, seed=3)
+    return image, labels
+
+
+def torch_resize(a: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarray:
+    """PyTorch's resize in float64 (in float32 its sample positions carry ~1e-5 errors)."""
+    t = torch.from_numpy(a.astype(np.float64))[None, None]
+    kw = {"align_corners": False} if mode == "bilinear" else {}
+    return F.interpolate(t, size=shape, mode=mode, **kw)[0, 0].numpy()
+
+
+@pytest.mark.parametrize("shape", [(251, 389), (61, 97), (150, 1), (7, 230)])
+def test_bilinear_matches_torch_interpolate(phantom, shape):
+    image = phantom[0]
+    got = ResampledSource(ArraySource(image), shape, order=1).read(0, shape[0])
+    assert got.dtype == np.float32 and got.shape == shape and got.flags.c_contiguous
+    np.testing.assert_allclose(got, torch_resize(image, shape, "bilinear"), atol=1e-4,
+                               rtol=0)  # float32 arithmetic on 0-255 values
+
+
+@pytest.mark.parametrize("shape", [(251, 389), (61, 97), (300, 11)])
+def test_nearest_matches_torch_nearest_exact(phantom, shape):
+    labels = phantom[1]
+    got = ResampledSource(ArraySource(labels), shape, order=0).read(0, shape[0])
+    assert got.dtype == labels.dtype
+    ref = torch_resize(labels, shape, "nearest-exact")
+    # PyTorch rounds its scale: samples exactly on a pixel border may land on the pixel before
+    rows = [i for i in range(shape[0]) if ((2 * i + 1) * 150) % (2 * shape[0])]
+    cols = [j for j in range(shape[1]) if ((2 * j + 1) * 230) % (2 * shape[1])]
+    np.testing.assert_array_equal(got[np.ix_(rows, cols)], ref[np.ix_(rows, cols)])
+    i = np.arange(shape[0])[:, None] * 2 + 1
+    j = np.arange(shape[1])[None, :] * 2 + 1
+    exact = labels[i * 150 // (2 * shape[0]), j * 230 // (2 * shape[1])]
+    np.testing.assert_array_equal(got, exact)
+
+
+def test_regions_equal_the_whole_and_tiff_equals_array(phantom, tmp_path: Path):
+    """Forward row bands, column panels starting over, and strided subsamples of a tiled
+    TIFF give exactly the pixels of the whole resampled array."""
+    image = phantom[0]
+    path = tmp_path / "tiled.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(image, tile=(32, 32), compression="zlib")
+    shape = (263, 401)
+    whole = ResampledSource(ArraySource(image), shape).read(0, shape[0])
+    with open_slide(path) as src:
+        rs = ResampledSource(src, shape)
+        for x0, x1 in [(0, 150), (150, 401), (7, 9)]:
+            for y0 in range(0, shape[0], 40):
+                y1 = min(y0 + 57, shape[0])
+                np.testing.assert_array_equal(rs.read(y0, y1, x0, x1), whole[y0:y1, x0:x1])
+        np.testing.assert_array_equal(rs[::5, ::3], whole[::5, ::3])
+
+
+def test_resampled_shape():
+    assert resampled_shape((600, 601), 0.005, 0.01) == (300, 300)  # round half to even
+    assert resampled_shape((3, 3), 0.001, 0.01) == (1, 1)
+
+
+@pytest.mark.parametrize("pixel_um", [0.005, 0.016])  # finer (down) and coarser (up)
+def test_segment_slide_resamples_and_maps_back(model, phantom, tmp_path: Path, pixel_um):
+    """Labels = segment(image resampled to the model's grid), nearest back to the input's
+    grid; confusion matrix on the input's grid; probabilities/uncertainty at input size."""
+    image, truth = phantom
+    out = tmp_path / "mask.tif"
+    res = segment_slide(model, image, out, pixel_size_um=pixel_um, mask=truth,
+                        probabilities_path=tmp_path / "p.tif",
+                        uncertainty_path=tmp_path / "u.tif", **OPTS)
+    shape = resampled_shape(image.shape, pixel_um, MODEL_UM)
+    resampled = ResampledSource(ArraySource(image), shape).read(0, shape[0])
+    ref = segment_slide(model, resampled, tmp_path / "ref.tif",
+                        probabilities_path=tmp_path / "ref_p.tif",
+                        uncertainty_path=tmp_path / "ref_u.tif", **OPTS)
+    ref_labels = tifffile.imread(ref.outputs["mask"])
+    assert ref_labels.shape == shape
+    expect = ResampledSource(ArraySource(ref_labels), image.shape, order=0).read(
+        0, image.shape[0])  # nearest (checked against PyTorch above)
+    got = tifffile.imread(res.outputs["mask"])
+    np.testing.assert_array_equal(got, expect)
+    assert len(np.unique(got)) >= 2
+    labels = model.classes.encode(got)
+    np.testing.assert_array_equal(res.confusion, confusion_matrix(labels, truth, 5))
+    np.testing.assert_array_equal(res.class_pixels, np.bincount(labels.ravel(), minlength=5))
+    assert res.shape == image.shape and "resample_back" in res.timings
+
+    def back(a: np.ndarray) -> np.ndarray:
+        return ResampledSource(ArraySource(a), image.shape, order=0).read(0, image.shape[0])
+
+    probs = tifffile.imread(res.outputs["probabilities"])
+    assert probs.shape == (5, *image.shape) and probs.dtype == np.uint8
+    ref_probs = tifffile.imread(ref.outputs["probabilities"])
+    np.testing.assert_array_equal(probs, np.stack([back(p) for p in ref_probs]))
+    np.testing.assert_array_equal(tifffile.imread(res.outputs["uncertainty"]),
+                                  back(tifffile.imread(ref.outputs["uncertainty"])))
+    with tifffile.TiffFile(out) as tif:  # the input's pixel size is recorded
+        x_res = tif.pages[0].tags["XResolution"].value
+        assert abs(1e4 / (x_res[0] / x_res[1]) - pixel_um) < 1e-6
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ref"))
+    assert left == ["mask.tif", "p.tif", "u.tif"]  # no temporary left behind
+
+
+def test_no_resampling_when_sizes_agree_or_off(model, phantom, caplog):
+    image = phantom[0]
+    plain = segment_slide(model, image, None, **OPTS)
+    close = segment_slide(model, image, None, pixel_size_um=MODEL_UM * 1.01, **OPTS)
+    with caplog.at_level(logging.WARNING, logger="temseg.slide"):
+        off = segment_slide(model, image, None, pixel_size_um=0.02, resample=False, **OPTS)
+    assert "resampling is off" in caplog.text
+    for r in (close, off):
+        assert "resample_back" not in r.timings
+        np.testing.assert_array_equal(r.class_pixels, plain.class_pixels)
+    assert plain.tiles == close.tiles == off.tiles
+
+
+def test_cli_predict_pixel_size(model, phantom, tmp_path: Path, caplog):
+    image = phantom[0]
+    save_checkpoint(tmp_path / "m.pt", model)
+    tifffile.imwrite(tmp_path / "img.tif", image)  # no pixel size in the file
+    with caplog.at_level(logging.INFO, logger="temseg.slide"):
+        assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "img.tif"), "--out",
+                     str(tmp_path / "out"), "--pixel-size", "0.02", "--roi-size", "64",
+                     "--no-progress"]) == 0
+    assert "resampling 230x150 px at 0.02 um to 460x300 px" in caplog.text
+    assert tifffile.imread(tmp_path / "out" / "img_mask.tif").shape == image.shape
