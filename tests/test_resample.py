@@ -43,19 +43,26 @@ def phantom() -> tuple[np.ndarray, np.ndarray]:
 
 
 def torch_resize(a: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarray:
-    """PyTorch's resize in float64 (in float32 its sample positions carry ~1e-5 errors)."""
+    """PyTorch's resize in float64 (in float32 its sample positions carry ~1e-5 errors).
+    "linear": bilinear along each axis in turn, anti-aliased along an axis that shrinks."""
     t = torch.from_numpy(a.astype(np.float64))[None, None]
-    kw = {"align_corners": False} if mode == "bilinear" else {}
-    return F.interpolate(t, size=shape, mode=mode, **kw)[0, 0].numpy()
+    if mode != "linear":
+        return F.interpolate(t, size=shape, mode=mode)[0, 0].numpy()
+    t = F.interpolate(t, size=(shape[0], a.shape[1]), mode="bilinear", align_corners=False,
+                      antialias=shape[0] < a.shape[0])
+    t = F.interpolate(t, size=shape, mode="bilinear", align_corners=False,
+                      antialias=shape[1] < a.shape[1])
+    return t[0, 0].numpy()
 
 
-@pytest.mark.parametrize("shape", [(251, 389), (61, 97), (150, 1), (7, 230)])
-def test_bilinear_matches_torch_interpolate(phantom, shape):
+@pytest.mark.parametrize("shape", [(251, 389), (61, 97), (150, 1), (7, 230), (97, 400),
+                                   (151, 229)])
+def test_linear_matches_torch_interpolate(phantom, shape):
     image = phantom[0]
     got = ResampledSource(ArraySource(image), shape, order=1).read(0, shape[0])
     assert got.dtype == np.float32 and got.shape == shape and got.flags.c_contiguous
-    np.testing.assert_allclose(got, torch_resize(image, shape, "bilinear"), atol=1e-4,
-                               rtol=0)  # float32 arithmetic on 0-255 values
+    # float32 sums of up to ~2 * 230 terms of 0-255 values
+    np.testing.assert_allclose(got, torch_resize(image, shape, "linear"), atol=1e-4, rtol=2e-6)
 
 
 @pytest.mark.parametrize("shape", [(251, 389), (61, 97), (300, 11)])
@@ -72,6 +79,14 @@ def test_nearest_matches_torch_nearest_exact(phantom, shape):
     j = np.arange(shape[1])[None, :] * 2 + 1
     exact = labels[i * 150 // (2 * shape[0]), j * 230 // (2 * shape[1])]
     np.testing.assert_array_equal(got, exact)
+
+
+def test_shrinking_averages_instead_of_aliasing():
+    """Stripes of 0 / 200 one pixel wide, halved: every input pixel counts (mean ~100);
+    point sampling would give all 0 or all 200."""
+    stripes = np.tile(np.array([0, 200], np.uint8), (64, 64))
+    got = ResampledSource(ArraySource(stripes), (64, 64)).read(0, 64)
+    np.testing.assert_allclose(got[:, 1:-1], 100.0, atol=1e-3)
 
 
 def test_regions_equal_the_whole_and_tiff_equals_array(phantom, tmp_path: Path):
