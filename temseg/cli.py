@@ -35,10 +35,12 @@ def _slide_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--pixel-size", type=float, default=None, metavar="UM",
                    help="pixel size of the inputs in micrometres (default: from the TIFF "
-                        "tags); inputs whose pixel size differs from the model's by more than "
-                        "2%% are resampled to it and the outputs mapped back")
-    g.add_argument("--no-resample", action="store_true",
-                   help="never resample to the model's pixel size (only warn)")
+                        "tags)")
+    g.add_argument("--resample", choices=["auto", "always", "never"], default="auto",
+                   help="inputs whose pixel size differs from the model's by more than 2%%: "
+                        "segment them resampled to the model's and map the outputs back; "
+                        "auto (default) does it for finer inputs only (enlarging coarser "
+                        "ones blurs them and measured worse)")
 
 
 def _window(args: argparse.Namespace):
@@ -200,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
         report = evaluate_files(_load(args), args.data, _window(args),
                                 progress=not args.no_progress, backend=args.backend,
                                 tta=args.tta, pixel_size_um=args.pixel_size,
-                                resample=not args.no_resample)
+                                resample=args.resample)
         print(format_table(report))
         if args.out:
             write_json(args.out, report)
@@ -217,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
                                      tta=args.tta, probabilities=args.probabilities,
                                      uncertainty=args.uncertainty,
                                      pixel_size_um=args.pixel_size,
-                                     resample=not args.no_resample)
+                                     resample=args.resample)
         print(f"{len(done)} segmented into {args.out}, {len(failed)} failed")
         for path, reason in failed:
             print(f"  FAILED {path}: {reason}", file=sys.stderr)

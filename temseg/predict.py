@@ -136,7 +136,7 @@ def predict_files(model: SegmentationModel | ModelInfo, inputs: Sequence[str | P
                   progress: bool = True, *,
                   backend: str | Backend = "torch", tta: bool = False,
                   probabilities: bool = False, uncertainty: bool = False,
-                  pixel_size_um: float | None = None, resample: bool = True
+                  pixel_size_um: float | None = None, resample: str = "auto"
                   ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Segment each input file with :func:`~temseg.inference.slide.segment_slide` into
     ``out_dir/<stem>_mask.tif`` (tiled BigTIFF, grey values) and ``<stem>_overlay.png``,
@@ -182,7 +182,7 @@ def _report(total: np.ndarray, per_image: dict[str, np.ndarray], classes: ClassT
 def evaluate_files(model: SegmentationModel | ModelInfo, data_dir: str | Path,
                    window: WindowSettings = WindowSettings(), progress: bool = True, *,
                    backend: str | Backend = "torch", tta: bool = False,
-                   pixel_size_um: float | None = None, resample: bool = True) -> dict:
+                   pixel_size_um: float | None = None, resample: str = "auto") -> dict:
     """Per-class Dice/IoU of ``model`` on ``DATA/images`` + ``DATA/masks`` (pooled confusion
     matrix, per-image Dice under ``"images"``), streaming: images and masks are read lazily
     band by band (any slide size)."""

@@ -118,7 +118,7 @@ def test_segment_slide_resamples_and_maps_back(model, phantom, tmp_path: Path, p
     grid; confusion matrix on the input's grid; probabilities/uncertainty at input size."""
     image, truth = phantom
     out = tmp_path / "mask.tif"
-    res = segment_slide(model, image, out, pixel_size_um=pixel_um, mask=truth,
+    res = segment_slide(model, image, out, pixel_size_um=pixel_um, mask=truth, resample="always",
                         probabilities_path=tmp_path / "p.tif",
                         uncertainty_path=tmp_path / "u.tif", **OPTS)
     shape = resampled_shape(image.shape, pixel_um, MODEL_UM)
@@ -154,17 +154,22 @@ def test_segment_slide_resamples_and_maps_back(model, phantom, tmp_path: Path, p
     assert left == ["mask.tif", "p.tif", "u.tif"]  # no temporary left behind
 
 
-def test_no_resampling_when_sizes_agree_or_off(model, phantom, caplog):
+def test_no_resampling_when_sizes_agree_or_off_or_coarser_in_auto(model, phantom, caplog):
     image = phantom[0]
     plain = segment_slide(model, image, None, **OPTS)
     close = segment_slide(model, image, None, pixel_size_um=MODEL_UM * 1.01, **OPTS)
+    coarser = segment_slide(model, image, None, pixel_size_um=0.02, **OPTS)  # auto
+    finer = segment_slide(model, image, None, pixel_size_um=0.005, **OPTS)  # auto: shrinks
     with caplog.at_level(logging.WARNING, logger="temseg.slide"):
-        off = segment_slide(model, image, None, pixel_size_um=0.02, resample=False, **OPTS)
+        off = segment_slide(model, image, None, pixel_size_um=0.005, resample="never", **OPTS)
     assert "resampling is off" in caplog.text
-    for r in (close, off):
+    for r in (close, coarser, off):
         assert "resample_back" not in r.timings
         np.testing.assert_array_equal(r.class_pixels, plain.class_pixels)
-    assert plain.tiles == close.tiles == off.tiles
+    assert plain.tiles == close.tiles == coarser.tiles == off.tiles
+    assert "resample_back" in finer.timings and finer.shape == image.shape
+    with pytest.raises(ValueError, match="resample must be one of"):
+        segment_slide(model, image, None, resample="yes", **OPTS)
 
 
 def test_cli_predict_pixel_size(model, phantom, tmp_path: Path, caplog):
@@ -174,6 +179,6 @@ def test_cli_predict_pixel_size(model, phantom, tmp_path: Path, caplog):
     with caplog.at_level(logging.INFO, logger="temseg.slide"):
         assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "img.tif"), "--out",
                      str(tmp_path / "out"), "--pixel-size", "0.02", "--roi-size", "64",
-                     "--no-progress"]) == 0
+                     "--resample", "always", "--no-progress"]) == 0
     assert "resampling 230x150 px at 0.02 um to 460x300 px" in caplog.text
     assert tifffile.imread(tmp_path / "out" / "img_mask.tif").shape == image.shape

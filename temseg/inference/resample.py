@@ -2,8 +2,8 @@
 
 A model sees structures at the scale it was trained on: an axon 300 px wide at 5 nm/px is
 150 px wide at 10 nm/px. Like nnU-Net (target spacing) and AxonDeepSeg (``-s``), temseg
-resamples each input to the model's pixel size before tiling and maps the result back to the
-input's grid (:func:`temseg.inference.segment_slide`, ``resample=True``).
+resamples an input to the model's pixel size before tiling and maps the result back to the
+input's grid (:func:`temseg.inference.segment_slide`, ``resample="auto"|"always"``).
 
 :class:`ResampledSource` is a :class:`~temseg.inference.slide_reader.SlideSource` of another
 source seen at a new shape, computed on demand for each region it is asked for, so a
@@ -28,10 +28,12 @@ import numpy as np
 
 from .slide_reader import RowWindow, SlideSource
 
-__all__ = ["RESAMPLE_TOLERANCE", "ResampledSource", "resampled_shape"]
+__all__ = ["RESAMPLE_MODES", "RESAMPLE_TOLERANCE", "ResampledSource", "resampled_shape"]
 
 #: Relative pixel-size difference under which no resampling is done (rounding in the tags).
 RESAMPLE_TOLERANCE = 0.02
+#: ``segment_slide(resample=...)``: "auto" shrinks finer inputs only (see its docstring).
+RESAMPLE_MODES = ("auto", "always", "never")
 
 
 class _Axis(NamedTuple):
