@@ -428,8 +428,8 @@ def _segment_slide_call(segment_slide: Callable[..., Any], backend: Any, src: Pa
 
 
 def make_backend(name: str, net: ResUNet, onnx_path: str | Path | None = None) -> Any:
-    """temseg's inference backend ``name`` ("torch" | "onnxruntime") around ``net``; an
-    ONNX Runtime backend opens ``onnx_path`` when given (else exports ``net``)."""
+    """temseg's inference backend ``name`` ("torch" | "torch-bf16" | "onnxruntime") around
+    ``net``; an ONNX Runtime backend opens ``onnx_path`` when given (else exports ``net``)."""
     import copy
 
     from temseg.checkpoint import SegmentationModel
@@ -439,6 +439,8 @@ def make_backend(name: str, net: ResUNet, onnx_path: str | Path | None = None) -
     model = SegmentationModel(copy.deepcopy(net).eval())
     if name == "torch":
         return backends.TorchBackend(model)
+    if name == "torch-bf16":
+        return backends.TorchBackend(model, amp=torch.bfloat16)
     if name == "onnxruntime":
         if onnx_path is not None:
             return backends.OnnxRuntimeBackend(onnx_path)

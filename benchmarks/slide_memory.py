@@ -4,7 +4,7 @@ For each size N it writes an N x N synthetic tiled BigTIFF (:func:`temseg.synth.
 kept in ``--workdir`` for reuse), runs::
 
     /usr/bin/time -v .venv/bin/temseg predict MODEL slide_N.tif --out out_N --backend torch \
-        --no-progress
+        --amp off --no-progress
 
 with a narrow untrained checkpoint (memory does not depend on the weights), parses "Maximum
 resident set size" and the wall time, then checks the streamed labels against the in-memory
@@ -59,7 +59,8 @@ def run_predict(model_path: Path, slide: Path, out_dir: Path) -> dict:
     """``/usr/bin/time -v temseg predict ...``: peak RSS (kB), wall time (s), exit code."""
     temseg = Path(sys.executable).with_name("temseg")
     cmd = ["/usr/bin/time", "-v", str(temseg), "predict", str(model_path), str(slide),
-           "--out", str(out_dir), "--backend", "torch", "--sw-batch-size", str(BATCH),
+           "--out", str(out_dir), "--backend", "torch", "--amp", "off",
+           "--sw-batch-size", str(BATCH),
            "--overlap", str(OVERLAP), "--roi-size", str(ROI), "--no-progress"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

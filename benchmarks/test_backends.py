@@ -1,6 +1,7 @@
 """CPU whole-slide throughput (MPix/s) of temseg's inference backends behind the same C++
-tiler: torch eager (channels-last), torch.compile, ONNX Runtime, and the AOTInductor package
-the C++ runtime loads (through ``torch._inductor.aoti_load_package`` here).
+tiler: torch eager (channels-last) in fp32 and in bf16 autocast (skipped on CPUs without
+native bf16, where it runs several times slower), torch.compile, ONNX Runtime, and the
+AOTInductor package the C++ runtime loads (through ``torch._inductor.aoti_load_package``).
 
 Same weights, same synthetic slide (``TEMSEG_BENCH_SLIDE``, capped at 1024 px here to keep
 ``make bench`` short: four backends, torch.compile warm-up and AOTI compilation included),
@@ -25,7 +26,7 @@ import torch
 
 from .contenders import BenchConfig, annotate, slide_temseg, write_test_slide
 
-BACKENDS = ("torch", "torch.compile", "onnxruntime", "aoti")
+BACKENDS = ("torch", "torch-bf16", "torch.compile", "onnxruntime", "aoti")
 
 
 class _AotiBackend:
@@ -63,6 +64,13 @@ def _backend(name: str, net: torch.nn.Module, cfg: BenchConfig, folder: Path) ->
     t0 = time.perf_counter()
     if name == "torch":
         backend: Any = TorchBackend(model)
+    elif name == "torch-bf16":
+        from temseg.train.policy import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            pytest.skip("no native bf16 on this CPU (AVX2 only): bf16 runs several times "
+                        "slower than fp32, so temseg never picks it here")
+        backend = TorchBackend(model, amp=torch.bfloat16)
     elif name == "torch.compile":
         backend = TorchBackend(model, compile=True)
     elif name == "onnxruntime":

@@ -67,11 +67,17 @@ def _rate(backend: Any, tiles: torch.Tensor, reps: int = 2) -> float:
 def best_backend(net: torch.nn.Module, bench_cfg: BenchConfig,
                  tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """temseg's fastest inference backend on this machine, chosen by timing each available
-    one on the same batch of tiles (torch eager channels-last; ONNX Runtime when temseg has
-    that backend and it is installed)."""
+    one on the same batch of tiles (torch eager channels-last; torch in bf16 autocast where
+    temseg's precision policy picks it for this CPU; ONNX Runtime when temseg has that backend
+    and it is installed)."""
     candidates: dict[str, Any] = {"torch": make_backend("torch", net)}
     onnx_path: Path | None = None
     notes: dict[str, str] = {}
+    from temseg.inference.backends import inference_amp
+
+    if inference_amp("cpu", "auto")[0] == torch.bfloat16:
+        # what `temseg predict` runs here by default (--amp auto): bf16 measured faster
+        candidates["torch-bf16"] = make_backend("torch-bf16", net)
     if onnxruntime_backend_available():
         try:
             from temseg.checkpoint import SegmentationModel

@@ -115,14 +115,16 @@ def write_outputs(out_dir: str | Path, stem: str, image: np.ndarray, labels: np.
     return {"mask": mask_path, "overlay": overlay_path}
 
 
-def _backend(model: SegmentationModel | ModelInfo, backend: str | Backend) -> Backend:
-    """A backend instance (created once per batch of files)."""
+def _backend(model: SegmentationModel | ModelInfo, backend: str | Backend,
+             amp: str = "off") -> Backend:
+    """A backend instance (created once per batch of files; ``amp``: see
+    :func:`temseg.inference.backends.inference_amp`)."""
     if not isinstance(backend, str):
         return backend
     if not isinstance(model, SegmentationModel):
         raise ValueError(f"backend {backend!r} needs a checkpoint; exported models come with "
                          "their backend (temseg.inference.backends.open_for_predict)")
-    return make_backend(backend, model, next(model.parameters()).device)
+    return make_backend(backend, model, next(model.parameters()).device, amp=amp)
 
 
 def _slide_kwargs(model: SegmentationModel | ModelInfo, window: WindowSettings) -> dict:
@@ -136,20 +138,21 @@ def predict_files(model: SegmentationModel | ModelInfo, inputs: Sequence[str | P
                   progress: bool = True, *,
                   backend: str | Backend = "torch", tta: bool = False,
                   probabilities: bool = False, uncertainty: bool = False,
-                  pixel_size_um: float | None = None, resample: str = "auto"
-                  ) -> tuple[list[Path], list[tuple[Path, str]]]:
+                  pixel_size_um: float | None = None, resample: str = "auto",
+                  amp: str = "off") -> tuple[list[Path], list[tuple[Path, str]]]:
     """Segment each input file with :func:`~temseg.inference.slide.segment_slide` into
     ``out_dir/<stem>_mask.tif`` (tiled BigTIFF, grey values) and ``<stem>_overlay.png``,
     plus ``<stem>_probabilities.tif`` / ``<stem>_uncertainty.tif`` when asked. ``model`` is
     a checkpoint's model or an export's ``ModelInfo`` (then ``backend`` is an instance). A
     file that fails is reported and skipped, the rest go on; outputs are written atomically.
     ``pixel_size_um`` (default: each file's tags) and ``resample``: see
-    :func:`~temseg.inference.slide.segment_slide`.
+    :func:`~temseg.inference.slide.segment_slide`; ``amp``: precision of a torch backend made
+    from a name.
 
     Returns (written mask paths, [(failed input, reason), ...]).
     """
     out_dir = Path(out_dir)
-    run = _backend(model, backend)
+    run = _backend(model, backend, amp)
     done, failed = [], []
     for path in [Path(p) for p in inputs]:
         stem = path.stem
@@ -182,11 +185,12 @@ def _report(total: np.ndarray, per_image: dict[str, np.ndarray], classes: ClassT
 def evaluate_files(model: SegmentationModel | ModelInfo, data_dir: str | Path,
                    window: WindowSettings = WindowSettings(), progress: bool = True, *,
                    backend: str | Backend = "torch", tta: bool = False,
-                   pixel_size_um: float | None = None, resample: str = "auto") -> dict:
+                   pixel_size_um: float | None = None, resample: str = "auto",
+                   amp: str = "off") -> dict:
     """Per-class Dice/IoU of ``model`` on ``DATA/images`` + ``DATA/masks`` (pooled confusion
     matrix, per-image Dice under ``"images"``), streaming: images and masks are read lazily
-    band by band (any slide size)."""
-    run = _backend(model, backend)
+    band by band (any slide size). ``amp``: precision of a torch backend made from a name."""
+    run = _backend(model, backend, amp)
     n = model.classes.num_classes
     total = np.zeros((n, n), dtype=np.int64)
     per_image: dict[str, np.ndarray] = {}

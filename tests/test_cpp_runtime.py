@@ -173,7 +173,7 @@ def test_aoti_backend_matches_temseg_predict_torch(segment_exe: Path, aoti_packa
     assert "tile 256" in res.stdout  # temseg.roi_size: 2x the patch, as `temseg predict`
     cpp = read_pgm(tmp_path / "cpp.pgm")
     assert main(["predict", str(checkpoint), str(image_path), "--out", str(tmp_path / "py"),
-                 "--backend", "torch", "--no-progress"]) == 0
+                 "--backend", "torch", "--amp", "off", "--no-progress"]) == 0
     py = tifffile.imread(tmp_path / "py" / f"{image_path.stem}_mask.tif")
     assert py.shape == cpp.shape == image.shape
     assert len(np.unique(py)) >= 2

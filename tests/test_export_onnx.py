@@ -24,10 +24,12 @@ from temseg.export.tensorrt import TENSORRT_10_ONNX_OPS, unsupported_ops  # noqa
 from temseg.inference.backends import (  # noqa: E402
     OnnxRuntimeBackend,
     default_backend,
+    inference_amp,
     make_backend,
     open_for_predict,
 )
 from temseg.models import UNetConfig, build_model  # noqa: E402
+from temseg.train.policy import choose_precision  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEM_IMAGES = sorted((REPO.parent / "shared" / "data" / "tem-mouse-cc" / "images").glob("*.tif"))
@@ -192,9 +194,29 @@ def test_onnxruntime_backend_applies_softmax_to_logit_exports(exported: Path,
     assert make_backend("onnxruntime", model, path=exported).num_classes == 5
 
 
-def test_default_backend_is_onnxruntime_on_cpu():
-    assert default_backend("cpu") == "onnxruntime"
+def test_default_backend_is_onnxruntime_on_cpu_unless_bf16_pays():
+    assert default_backend("cpu") == "onnxruntime"  # fp32 (amp off)
     assert default_backend("cuda") == "torch"
+    bf16 = choose_precision(torch.device("cpu"), "auto").dtype == torch.bfloat16
+    assert default_backend("cpu", amp="auto") == ("torch" if bf16 else "onnxruntime")
+    assert default_backend("cpu", amp="bf16") == "torch"
+
+
+def test_inference_amp_and_bf16_torch_backend(model: SegmentationModel):
+    assert inference_amp("cpu", "off") == (None, "fp32")
+    assert inference_amp("cpu", "bf16")[0] == torch.bfloat16
+    assert inference_amp("cpu", "auto")[0] == choose_precision(torch.device("cpu"), "auto").dtype
+    with pytest.raises(ValueError, match="amp must be one of"):
+        inference_amp("cpu", "fp8")
+    fp32 = make_backend("torch", model, amp="off")
+    bf16 = make_backend("torch", model, amp="bf16")
+    assert (fp32.name, bf16.name) == ("torch", "torch-bf16")
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    a, b = fp32(x), bf16(x)
+    assert b.dtype == torch.float32 and b.shape == a.shape
+    # bf16 keeps 8 mantissa bits: probabilities within a few 1e-3, labels nearly all equal
+    assert (a - b).abs().max() < 0.05
+    assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.97
 
 
 def test_predict_onnxruntime_backend_matches_torch(checkpoint: Path, exported_softmax: Path,
@@ -209,7 +231,7 @@ def test_predict_onnxruntime_backend_matches_torch(checkpoint: Path, exported_so
     (image,) = sorted((tmp_path / "synth" / "images").glob("*.tif"))
     common = [str(image), "--roi-size", "64", "--no-progress"]
     assert main(["predict", str(checkpoint), *common, "--out", str(tmp_path / "t"),
-                 "--backend", "torch"]) == 0
+                 "--backend", "torch", "--amp", "off"]) == 0
     assert main(["predict", str(exported_softmax), *common, "--out", str(tmp_path / "o"),
                  "--backend", "onnxruntime"]) == 0
     a = tifffile.imread(tmp_path / "t" / f"{image.stem}_mask.tif")

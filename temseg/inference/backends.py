@@ -7,6 +7,7 @@ tiler, so switching backends changes nothing else.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -17,6 +18,8 @@ from ..checkpoint import SegmentationModel
 
 if TYPE_CHECKING:
     from ..export.metadata import ModelInfo
+
+log = logging.getLogger("temseg.backends")
 
 
 class Backend(Protocol):
@@ -34,13 +37,16 @@ class TorchBackend:
     """PyTorch eager (optionally ``torch.compile``d) on CPU or CUDA.
 
     On the CPU the model runs in channels-last memory format (3x faster convolutions with
-    oneDNN here); on CUDA in bf16/fp16 autocast when ``amp`` is set.
+    oneDNN here). ``amp``: autocast dtype (bf16 / fp16) or None for fp32;
+    :func:`inference_amp` chooses it by the training policy.
     """
 
     name = "torch"
 
     def __init__(self, model: SegmentationModel, device: str | torch.device = "cpu",
                  compile: bool = False, amp: torch.dtype | None = None) -> None:
+        if amp is not None:
+            self.name = f"torch-{str(amp).removeprefix('torch.').replace('bfloat', 'bf')}"
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         if self.device.type == "cpu":
@@ -193,30 +199,57 @@ def onnxruntime_available() -> bool:
                for m in ("onnx", "onnxruntime", "onnxscript"))
 
 
-def default_backend(device: str | torch.device = "cpu") -> str:
+AMP_CHOICES = ("auto", "bf16", "off")
+
+
+def inference_amp(device: str | torch.device = "cpu", amp: str = "off"
+                  ) -> tuple[torch.dtype | None, str]:
+    """(autocast dtype or None, reason) of the torch backend. ``amp``: "off" (fp32), "bf16"
+    (forced) or "auto": the training policy (:func:`temseg.train.policy.choose_precision`):
+    bf16 on CPUs whose bf16 convolutions are measured > 1.1x faster than fp32, never on
+    AVX2-only CPUs; bf16 (or fp16) on CUDA. On held-out mice (tem-mouse-cc) bf16 inference
+    changed 0.09 % of the labels and mean Dice by -0.0001, at 1.8x the fp32 speed."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
+    if amp == "off":
+        return None, "fp32"
+    from ..train.policy import choose_precision
+
+    precision = choose_precision(torch.device(device), amp)
+    return precision.dtype, precision.reason
+
+
+def default_backend(device: str | torch.device = "cpu", amp: str = "off") -> str:
     """The backend ``temseg predict`` uses when none is given.
 
-    CPU: "onnxruntime" when installed, since it is faster than torch there (measured on a
-    2-core AVX2 CPU, 256 px tiles: 1.65x torch eager channels-last on a batch of the default
-    ResUNet, 1.78x on whole slides in ``benchmarks/test_backends.py``; docs/deployment.md);
-    "torch" otherwise and on GPUs (TensorRT needs an engine built beforehand).
+    CPU: "torch" when ``amp`` resolves to bf16 autocast (:func:`inference_amp`: 1.8x fp32
+    and ONNX Runtime on whole TEM images on an AVX512-BF16 EPYC), else "onnxruntime" when
+    installed, since fp32 ONNX Runtime beats fp32 torch there (measured on a 2-core AVX2 CPU,
+    256 px tiles: 1.65x torch eager channels-last on a batch of the default ResUNet, 1.78x on
+    whole slides in ``benchmarks/test_backends.py``; docs/deployment.md); "torch" otherwise
+    and on GPUs (TensorRT needs an engine built beforehand).
     """
-    if torch.device(device).type == "cpu" and onnxruntime_available():
+    if torch.device(device).type != "cpu":
+        return "torch"
+    if inference_amp(device, amp)[0] is None and onnxruntime_available():
         return "onnxruntime"
     return "torch"
 
 
 def make_backend(name: str, model: SegmentationModel, device: str | torch.device = "cpu",
-                 **kwargs) -> Backend:
+                 amp: str = "off", **kwargs) -> Backend:
     """A backend by name (see ``BACKENDS``; "auto" is :func:`default_backend`).
 
-    "onnxruntime" exports ``model`` to a temporary ONNX file (``path=`` opens an existing
-    export instead); "tensorrt" needs ``path=`` an engine file.
+    ``amp`` ("off" | "bf16" | "auto", see :func:`inference_amp`) applies to the torch
+    backend. "onnxruntime" exports ``model`` to a temporary ONNX file (``path=`` opens an
+    existing export instead); "tensorrt" needs ``path=`` an engine file.
     """
     if name == "auto":
-        name = default_backend(device)
+        name = default_backend(device, amp)
     if name == "torch":
-        return TorchBackend(model, device, **kwargs)
+        dtype, reason = inference_amp(device, amp)
+        log.info("torch backend on %s: %s", device, reason)
+        return TorchBackend(model, device, amp=dtype, **kwargs)
     if name == "onnxruntime":
         if kwargs.get("path") is not None:
             return OnnxRuntimeBackend(kwargs.pop("path"), device, **kwargs)
@@ -230,14 +263,14 @@ def make_backend(name: str, model: SegmentationModel, device: str | torch.device
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
-def open_for_predict(path: str | Path, backend: str = "auto", device: str | torch.device = "cpu"
-                     ) -> tuple[SegmentationModel | ModelInfo, Backend]:
+def open_for_predict(path: str | Path, backend: str = "auto", device: str | torch.device = "cpu",
+                     amp: str = "off") -> tuple[SegmentationModel | ModelInfo, Backend]:
     """Open a model for ``temseg predict``: (model or its exported metadata, backend).
 
     ``path`` is a checkpoint / run folder (any backend; onnxruntime exports it on the fly),
     an ``.onnx`` export (onnxruntime) or a TensorRT engine ``.engine`` / ``.plan`` with its
     ``.json`` metadata (tensorrt). The first element carries ``normalization``, ``classes``,
-    ``patch_size`` and ``pixel_size_um``.
+    ``patch_size`` and ``pixel_size_um``. ``amp``: see :func:`inference_amp` (torch only).
     """
     from ..checkpoint import load_model
     from ..export.metadata import read_sidecar
@@ -259,4 +292,4 @@ def open_for_predict(path: str | Path, backend: str = "auto", device: str | torc
                                       else "cuda")
         return trt_backend.info, trt_backend
     model = load_model(path, device)
-    return model, make_backend(backend, model, device)
+    return model, make_backend(backend, model, device, amp=amp)
