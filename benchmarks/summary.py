@@ -189,28 +189,37 @@ def machine_line(data: dict[str, Any]) -> str:
 
 
 def roofline_lines(rows: list[Row]) -> list[str]:
-    """FLOPs/pixel, GEMM rate and the fraction of it each whole-slide contender reaches."""
+    """FLOPs/pixel, GEMM rates and the fraction of the GEMM roof each whole-slide contender
+    reaches (the bf16 roof for contenders running in bf16, when it was measured)."""
     gemms = [r for r in rows if r.measure.startswith("roofline") and r.value > 0]
     model = next((r for r in gemms if r.extra.get("flops_per_pixel")), None)
-    if not gemms or model is None:
+    fp32 = [r for r in gemms if "fp32 GEMM" in r.measure]
+    if not fp32 or model is None:
         return ["roofline: no GEMM row in this run"]
-    best = max(gemms, key=lambda r: r.value)
+    best = max(fp32, key=lambda r: r.value)
+    bf16 = max((r for r in gemms if "bf16 GEMM" in r.measure), key=lambda r: r.value,
+               default=None)
     fpp = float(model.extra["flops_per_pixel"])
-    rates = ", ".join(f"{r.contender} {r.value:.1f}" for r in gemms)
+    rates = ", ".join(f"{r.contender} {r.value:.1f}" for r in fp32)
     lines = [f"roofline: model forward {fpp:,.0f} FLOPs/pixel (counted with FlopCounterMode, "
              f"width {model.extra.get('model_width')}, {model.extra.get('tile')} px tiles); "
-             f"measured fp32 GEMM GFLOP/s: {rates}; fractions below are of the best, "
-             f"{best.value:.1f} ({best.contender})"]
+             f"measured fp32 GEMM GFLOP/s: {rates}"
+             + (f"; bf16 GEMM (torch.mm): {bf16.value:.1f}" if bf16 else "")
+             + f"; fractions below are of the best fp32 one, {best.value:.1f} "
+             f"({best.contender})" + (", or of the bf16 one for bf16 contenders" if bf16
+                                      else "")]
     for _, rs in grouped(rows):
         for r in rs:
             if not r.extra.get("roofline"):  # rows of the benchmark model only
                 continue
+            roof = bf16 if bf16 is not None and "bf16" in r.contender else best
+            kind = "bf16 GEMM" if roof is bf16 else "GEMM"
             useful = r.value * fpp / 1e3  # MPix/s * FLOP/px -> GFLOP/s
             executed = useful * float(r.extra.get("tile_pixels_per_slide_pixel", 1.0))
             lines.append(f"  {r.measure} | {r.contender}: {r.value:.3g} MPix/s = "
-                         f"{useful:.1f} GFLOP/s useful ({useful / best.value:.0%} of GEMM), "
+                         f"{useful:.1f} GFLOP/s useful ({useful / roof.value:.0%} of {kind}), "
                          f"{executed:.1f} GFLOP/s executed incl. tile overlap "
-                         f"({executed / best.value:.0%})")
+                         f"({executed / roof.value:.0%})")
     return lines
 
 

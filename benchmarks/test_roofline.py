@@ -1,6 +1,7 @@
 """Roofline inputs measured in the same run: this CPU's fp32 GEMM rate (torch.mm, i.e. the
-BLAS torch links, and NumPy's BLAS) and the model's counted FLOPs per pixel (the summary relates
-them to whole-slide inference's MPix/s, against the faster of the two GEMMs)."""
+BLAS torch links, and NumPy's BLAS), its bf16 GEMM rate where it has bf16 units, and the
+model's counted FLOPs per pixel (the summary relates them to whole-slide inference's MPix/s,
+against the faster fp32 GEMM, or the bf16 one for contenders running in bf16)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import numpy as np
 import pytest
 import torch
+
+from temseg.train.policy import cpu_has_native_bf16
 
 from .contenders import BenchConfig, annotate
 from .roofline import flop_breakdown
@@ -37,3 +40,14 @@ def test_gemm_rate_numpy(benchmark, bench_cfg: BenchConfig) -> None:
     annotate(benchmark, f"roofline: fp32 GEMM {n}x{n}, {bench_cfg.threads} threads",
              "numpy.matmul", unit="GFLOP/s", work=2 * n**3 / 1e9)
     benchmark.pedantic(np.matmul, args=(a, b), rounds=10, iterations=1, warmup_rounds=2)
+
+
+def test_gemm_rate_bf16(benchmark, bench_cfg: BenchConfig) -> None:
+    """The roof of the bf16 inference path (torch.mm on bf16, fp32 accumulation in oneDNN)."""
+    if not cpu_has_native_bf16():
+        pytest.skip("no native bf16 on this CPU: temseg never runs bf16 here")
+    n = bench_cfg.gemm_n
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    annotate(benchmark, f"roofline: bf16 GEMM {n}x{n}, {bench_cfg.threads} threads",
+             "torch.mm", unit="GFLOP/s", work=2 * n**3 / 1e9)
+    benchmark.pedantic(torch.mm, args=(a, b), rounds=10, iterations=1, warmup_rounds=2)
