@@ -61,7 +61,7 @@ demo: $(STAMP)
 # $(BENCH_JSON), then one summary table. Sizes: TEMSEG_BENCH_* variables (see the docs).
 BENCH_JSON ?= build/bench.json
 BENCH_ARGS ?=
-SLIDE_MEMORY_SIZES ?= 2048 1024
+SLIDE_MEMORY_SIZES ?= 4096 2048
 bench: $(STAMP)
 	@mkdir -p build
 	$(BIN)/python -m pytest benchmarks -q --benchmark-quiet --benchmark-json=$(BENCH_JSON) \

@@ -80,9 +80,12 @@ def crop_check(model: SegmentationModel, slide: Path, mask: Path, size: int) -> 
     border are covered by the same tiles, added in the same order.
     """
     stride = int(ROI * (1 - OVERLAP))
-    m = max(1, min(10, (size - ROI) // stride // 3))
+    m = max(2, min(10, (size - ROI) // stride // 3))  # >= 2: an interior beyond one tile
     side = ROI + m * stride
-    k = max(1, (size // 2 - side // 2) // stride)
+    if side > size:
+        raise ValueError(f"slide {size} px too small for a crop check with {ROI} px tiles "
+                         f"(needs {side} px)")
+    k = min(max(1, (size // 2 - side // 2) // stride), (size - side) // stride)
     y0 = x0 = k * stride
     with open_slide(slide) as src:
         offset, scale = model.normalization.affine(src)
