@@ -327,6 +327,19 @@ def segment_slide(
             source.close()
 
 
+def _open_truth(mask: str | Path | np.ndarray | SlideSource, source: SlideSource
+                ) -> SlideSource:
+    """The ground truth of ``source``: an (H, W) array of class indices or a mask file in
+    grey values (read lazily). Raises DataError when its size differs."""
+    truth = ArraySource(mask, "<mask>") if isinstance(mask, np.ndarray) else open_slide(mask)
+    if truth.shape != source.shape:
+        if truth is not mask:
+            truth.close()
+        raise DataError(f"{truth.name}: mask size {truth.shape[1]}x{truth.shape[0]} does not "
+                        f"match image {source.name} size {source.shape[1]}x{source.shape[0]}")
+    return truth
+
+
 class _TiffPlane(SlideSource):
     """Plane ``plane`` of a (C, H, W) uint8 TIFF written by :class:`TiledTiffSpool`."""
 
@@ -379,12 +392,7 @@ def _segment_resampled(source: SlideSource, pixel_size_um: float, model_pixel_si
         t = time.perf_counter()
         try:
             if mask is not None:
-                truth = ArraySource(mask, "<mask>") if isinstance(mask, np.ndarray) \
-                    else open_slide(mask)
-                if truth.shape != source.shape:
-                    raise DataError(f"{truth.name}: mask size {truth.shape[1]}x"
-                                    f"{truth.shape[0]} does not match image {source.name} "
-                                    f"size {width}x{height}")
+                truth = _open_truth(mask, source)
             res = 1e4 / pixel_size_um
             tiff_kwargs = {"resolution": (res, res), "resolutionunit": "CENTIMETER"}
             for kind, path in finals.items():
@@ -502,11 +510,7 @@ def _segment_slide(
         height, width = source.shape
         name = source.name
         if mask is not None:
-            truth = ArraySource(mask, "<mask>") if isinstance(mask, np.ndarray) \
-                else open_slide(mask)
-            if truth.shape != source.shape:
-                raise DataError(f"{truth.name}: mask size {truth.shape[1]}x{truth.shape[0]} "
-                                f"does not match image {name} size {width}x{height}")
+            truth = _open_truth(mask, source)
         timings: dict[str, float] = defaultdict(float)
         t0 = time.perf_counter()
         if isinstance(normalization, tuple):
