@@ -36,7 +36,7 @@ def _slide_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto",
                    help="precision of the torch backend: auto = bf16 autocast where this "
                         "CPU/GPU runs it measurably faster (never on AVX2-only CPUs), off = "
-                        "fp32 (bit-comparable with onnxruntime)")
+                        "fp32 (matches onnxruntime and the C++ runtime)")
     g.add_argument("--pixel-size", type=float, default=None, metavar="UM",
                    help="pixel size of the inputs in micrometres (default: from the TIFF "
                         "tags)")
