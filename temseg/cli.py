@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--patch-size", type=int, default=256)
     t.add_argument("--patches-per-image", type=int, default=80)
+    t.add_argument("--scale-augment", type=float, default=1.0, metavar="S",
+                   help="also zoom training patches by a factor log-uniform in [1/S, S] "
+                        "(1: off), for robustness to pixel-size differences")
     t.add_argument("--val-crop", type=int, default=512,
                    help="side of the central validation crop of each validation image")
     t.add_argument("--val-fraction", type=float, default=0.2,
@@ -188,7 +191,8 @@ def _run(args: argparse.Namespace) -> int:
         config = TrainConfig(
             data=args.data, out=args.out, epochs=args.epochs, time_limit=args.time_limit,
             batch_size=args.batch_size, patch_size=args.patch_size,
-            patches_per_image=args.patches_per_image, val_crop=args.val_crop,
+            patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
+            val_crop=args.val_crop,
             val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
             weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,
             amp=args.amp, compile=args.compile, device=args.device,

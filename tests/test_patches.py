@@ -71,6 +71,27 @@ def test_free_rotation_keeps_alignment():
         assert agree > 0.85, agree
 
 
+def test_scaling_keeps_alignment_and_zooms():
+    """Blocks of 16 px seen through zooms in [0.5, 2]: image and labels stay aligned, and
+    the mean run length of equal labels along rows follows the zoom."""
+    rng = np.random.default_rng(2)
+    lab = rng.integers(0, 5, (24, 24)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
+    img = lab.astype(np.float32) * 10
+    aug = Augment(free_rotation=1.0, scale=2.0, contrast=0, brightness=0, noise=0)
+    ds = PatchDataset([img], [lab], 96, 30, augment=aug)
+    assert ds.crop >= int(96 * 2 * np.sqrt(2))  # zoomed out and rotated: still real pixels
+    runs = []
+    for i in range(30):
+        x, y = ds[i]
+        agree = np.isclose(x[0].numpy(), y.numpy() * 10.0, atol=1e-3).mean()
+        assert agree > 0.8, agree
+        yy = y.numpy()
+        runs.append(yy.size / max(1, int((np.diff(yy, axis=1) != 0).sum())))
+    assert max(runs) / min(runs) > 2.0  # zooms span a factor of ~4: structure sizes vary
+    with pytest.raises(ValueError, match="scale must be >= 1"):
+        PatchDataset([img], [lab], 96, 1, augment=Augment(scale=0.8))
+
+
 def test_items_reproducible_and_epoch_dependent():
     rng = np.random.default_rng(0)
     img = rng.normal(size=(200, 200)).astype(np.float32)

@@ -14,12 +14,17 @@ from torch.utils.data import Dataset
 @dataclass(frozen=True)
 class Augment:
     """Joint image/label augmentation. Geometry: 90-degree rotations and flips (exact), free
-    rotations (bilinear image, nearest labels). Intensity (image only): contrast/brightness
-    jitter, gamma-like curve, gaussian noise, all on the normalised scale."""
+    rotations and scaling (one affine resampling: bilinear image, nearest labels). Intensity
+    (image only): contrast/brightness jitter, gaussian noise, on the normalised scale.
+
+    ``scale``: with the free rotation, zoom by a factor log-uniform in [1/scale, scale]
+    (1: off), so the model sees structures somewhat larger and smaller than in the data
+    (microscopes and pixel sizes differ; nnU-Net scales by 0.7-1.4)."""
 
     rot90: bool = True
     flips: bool = True
     free_rotation: float = 1.0  # probability of a rotation by a uniform angle in [0, 360)
+    scale: float = 1.0
     contrast: float = 0.2
     brightness: float = 0.15
     noise: float = 0.05
@@ -36,14 +41,15 @@ def pad_to(arr: np.ndarray, height: int, width: int, mode: str = "reflect") -> n
     return np.pad(arr, ((dy // 2, dy - dy // 2), (dx // 2, dx - dx // 2)), mode=mode)
 
 
-def _rotate(image: np.ndarray, labels: np.ndarray, angle: float, size: int) -> tuple:
-    """Rotate a square crop (S, S) by ``angle`` radians about its centre and take the central
-    (size, size): image bilinear, labels nearest."""
+def _rotate(image: np.ndarray, labels: np.ndarray, angle: float, size: int,
+            zoom: float = 1.0) -> tuple:
+    """Rotate a square crop (S, S) by ``angle`` radians about its centre, magnify it by
+    ``zoom`` and take the central (size, size): image bilinear, labels nearest."""
     s = image.shape[0]
     c = (s - 1) / 2.0
     r = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0)
     yy, xx = np.meshgrid(r, r, indexing="ij")
-    cos, sin = math.cos(angle), math.sin(angle)
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
     xs, ys = cos * xx - sin * yy + c, sin * xx + cos * yy + c
     grid = torch.from_numpy(np.stack([(xs + 0.5) / s * 2 - 1, (ys + 0.5) / s * 2 - 1], -1))[None]
     img = torch.nn.functional.grid_sample(torch.from_numpy(image)[None, None], grid,
@@ -79,7 +85,10 @@ class PatchDataset(Dataset):
         self.epoch = 0
         # margin so that a free rotation of the patch still reads real (reflected) pixels
         rotates = bool(augment and augment.free_rotation)
-        self.crop = int(math.ceil(patch_size * math.sqrt(2))) + 2 if rotates else patch_size
+        if augment and augment.scale < 1.0:
+            raise ValueError(f"Augment.scale must be >= 1, got {augment.scale}")
+        widest = math.sqrt(2) * (augment.scale if augment else 1.0)  # rotated, zoomed out
+        self.crop = int(math.ceil(patch_size * widest)) + 2 if rotates else patch_size
         self.margin = (self.crop - patch_size + 1) // 2
         self.images, self.labels, self.valid = [], [], []
         for img, lab in zip(images, labels, strict=True):
@@ -114,7 +123,9 @@ class PatchDataset(Dataset):
             img = self.images[i][y1:y1 + self.crop, x1:x1 + self.crop]
             lab = self.labels[i][y1:y1 + self.crop, x1:x1 + self.crop]
             angle = rng.uniform(0, 2 * math.pi)
-            img, lab = _rotate(np.ascontiguousarray(img), np.ascontiguousarray(lab), angle, p)
+            zoom = math.exp(rng.uniform(-1, 1) * math.log(aug.scale)) if aug.scale > 1 else 1.0
+            img, lab = _rotate(np.ascontiguousarray(img), np.ascontiguousarray(lab), angle, p,
+                               zoom)
         else:
             img = self.images[i][y0 + m:y0 + m + p, x0 + m:x0 + m + p]
             lab = self.labels[i][y0 + m:y0 + m + p, x0 + m:x0 + m + p]

@@ -21,7 +21,14 @@ from tqdm import tqdm
 
 from ..atomic import write_json, write_text
 from ..checkpoint import SegmentationModel, read_checkpoint, save_checkpoint
-from ..data import CenterCropDataset, Normalization, PatchDataset, Sample, load_dataset
+from ..data import (
+    Augment,
+    CenterCropDataset,
+    Normalization,
+    PatchDataset,
+    Sample,
+    load_dataset,
+)
 from ..labels import TEM_CLASSES
 from ..losses import DiceCELoss
 from ..metrics import confusion_matrix, summarize
@@ -117,7 +124,8 @@ def train(config: TrainConfig, samples: list[Sample] | None = None) -> dict[str,
     use_compile, compile_reason = choose_compile(device, config.compile)
 
     train_ds = PatchDataset(_normalized(train_s, norm), [s.labels for s in train_s],
-                            config.patch_size, config.patches_per_image, seed=config.seed)
+                            config.patch_size, config.patches_per_image,
+                            augment=Augment(scale=config.scale_augment), seed=config.seed)
     val_ds = CenterCropDataset(_normalized(val_s, norm), [s.labels for s in val_s],
                                config.val_crop)
     val_loader = DataLoader(val_ds, batch_size=max(1, config.batch_size // 4))
