@@ -290,9 +290,9 @@ def segment_slide(
             class counts are taken there, the overlay thumbnail stays at the model's grid).
             "auto" (default): the same for inputs finer than the model (shrinking); coarser
             ones are segmented as they are, because enlarging blurs them: on held-out mice
-            (tem-mouse-cc, docs/development.md) enlarging 0.8x / 0.6x coarser copies cost
-            0.036 / 0.026 mean Dice while shrinking 1.25x / 1.5x finer ones gained 0.023 /
-            0.085. "never": segment as is (with a warning).
+            (tem-mouse-cc, README "Results on real TEM data") enlarging 0.8x / 0.6x coarser
+            copies cost 0.06 / 0.08 mean Dice while shrinking 1.25x / 1.5x finer ones gained
+            0.025 / 0.10. "never": segment as is (with a warning).
 
     Returns:
         :class:`SlideResult`.

@@ -19,7 +19,7 @@ class TrainConfig:
     batch_size: int = 8
     patch_size: int = 256
     patches_per_image: int = 80
-    scale_augment: float = 1.0  # zoom patches by log-uniform [1/s, s] (Augment.scale; 1: off)
+    scale_augment: float = 1.25  # zoom patches by log-uniform [1/s, s] (Augment.scale; 1: off)
     val_crop: int = 512
     val_fraction: float = 0.2
     val_groups: tuple[str, ...] = ()
