@@ -302,202 +302,17 @@ def segment_slide(
         raises. No output file (nor temporary file) is left behind on error.
     """
     args = dict(locals())
-    del args["pixel_size_um"], args["resample"]
-    model_px = getattr(_metadata_source(model_or_backend), "pixel_size_um", None)
-    source = open_slide(input)
-    try:
-        px = pixel_size_um or source.pixel_size_um
-        if resample not in RESAMPLE_MODES:
-            raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
-        differ = bool(model_px and px and abs(px / model_px - 1.0) > RESAMPLE_TOLERANCE)
-        if differ and (resample == "always" or (resample == "auto" and px < model_px)):
-            return _segment_resampled(source, float(px), float(model_px), args)
-        if differ and resample == "never":
-            log.warning("%s: pixel size %.4g um differs from the model's %.4g um and "
-                        "resampling is off; results may suffer", source.name, px, model_px)
-        elif differ:
-            log.info("%s: pixel size %.4g um is coarser than the model's %.4g um: segmented "
-                     "as it is (resample='always' enlarges it)", source.name, px, model_px)
-        elif model_px and not px:
-            log.info("%s: pixel size unknown, assumed to be the model's (%.4g um)",
-                     source.name, model_px)
-        return _segment_slide(**{**args, "input": source})
-    finally:
-        if source is not input:
-            source.close()
-
-
-def _open_truth(mask: str | Path | np.ndarray | SlideSource, source: SlideSource
-                ) -> SlideSource:
-    """The ground truth of ``source``: an (H, W) array of class indices or a mask file in
-    grey values (read lazily). Raises DataError when its size differs."""
-    truth = ArraySource(mask, "<mask>") if isinstance(mask, np.ndarray) else open_slide(mask)
-    if truth.shape != source.shape:
-        if truth is not mask:
-            truth.close()
-        raise DataError(f"{truth.name}: mask size {truth.shape[1]}x{truth.shape[0]} does not "
-                        f"match image {source.name} size {source.shape[1]}x{source.shape[0]}")
-    return truth
-
-
-class _TiffPlane(SlideSource):
-    """Plane ``plane`` of a (C, H, W) uint8 TIFF written by :class:`TiledTiffSpool`."""
-
-    def __init__(self, z: Any, plane: int, name: str) -> None:
-        self.z, self.plane, self.name = z, plane, name
-        self.shape = (int(z.shape[1]), int(z.shape[2]))
-        self.dtype = np.dtype(np.uint8)
-        self.chunk_rows = int(z.chunks[1])
-
-    def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return np.asarray(self.z[self.plane, y0:y1, x0:x1])
-
-
-def _segment_resampled(source: SlideSource, pixel_size_um: float, model_pixel_size_um: float,
-                       args: dict[str, Any]) -> SlideResult:
-    """:func:`segment_slide` of ``source`` resampled to the model's pixel size; the outputs
-    (written at the model's grid into a temporary folder beside the output) are brought
-    back to the input's grid band by band (nearest), where the confusion matrix is taken."""
-    import tempfile
-
-    import zarr
-
     t_start = time.perf_counter()
-    height, width = source.shape
-    shape = resampled_shape(source.shape, pixel_size_um, model_pixel_size_um)
-    log.info("%s: resampling %dx%d px at %.4g um to %dx%d px at the model's %.4g um",
-             source.name, width, height, pixel_size_um, shape[1], shape[0],
-             model_pixel_size_um)
-    classes = args["classes"] or getattr(_metadata_source(args["model_or_backend"]), "classes",
-                                         TEM_CLASSES)
-    n_classes = classes.num_classes
-    out_tile, compression = args["out_tile"], args["compression"]
-    finals = {kind: args[f"{kind}_path"] for kind in ("output", "uncertainty", "probabilities")
-              if args[f"{kind}_path"] is not None}
-    mask = args["mask"]
-    truth: SlideSource | None = None
-    spools: dict[str, TiledTiffSpool] = {}
-    parent = Path(args["output_path"]).parent if args["output_path"] is not None else None
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".temseg-resample-", dir=parent) as tmp_dir:
-        tmp = {kind: Path(tmp_dir) / f"{kind}.tif"
-               for kind in ("output", "uncertainty", "probabilities")}
-        virtual = ResampledSource(source, shape, order=1, pixel_size_um=model_pixel_size_um)
-        inner = _segment_slide(**{
-            **args, "input": virtual, "mask": None, "output_path": tmp["output"],
-            "uncertainty_path": tmp["uncertainty"] if "uncertainty" in finals else None,
-            "probabilities_path": tmp["probabilities"] if "probabilities" in finals
-            else None})
-        t = time.perf_counter()
-        try:
-            if mask is not None:
-                truth = _open_truth(mask, source)
-            res = 1e4 / pixel_size_um
-            tiff_kwargs = {"resolution": (res, res), "resolutionunit": "CENTIMETER"}
-            for kind, path in finals.items():
-                spools[kind] = TiledTiffSpool(path, (n_classes, height, width)
-                                              if kind == "probabilities" else (height, width),
-                                              out_tile, compression)
-            backs: dict[str, list[SlideSource]] = {}
-            opened: list[Any] = []
-            labels_in = open_slide(tmp["output"])
-            opened.append(labels_in)
-            backs["output"] = [ResampledSource(labels_in, source.shape, order=0)]
-            if "uncertainty" in finals:
-                u = open_slide(tmp["uncertainty"])
-                opened.append(u)
-                backs["uncertainty"] = [ResampledSource(u, source.shape, order=0)]
-            if "probabilities" in finals:
-                tif = tifffile.TiffFile(tmp["probabilities"])
-                opened.append(tif)
-                z = zarr.open(tif.aszarr(), mode="r")
-                backs["probabilities"] = [
-                    ResampledSource(_TiffPlane(z, c, str(tmp["probabilities"])),
-                                    source.shape, order=0) for c in range(n_classes)]
-            assemblers = {kind: TileRowAssembler(sp, 0, width) for kind, sp in spools.items()}
-            confusion = np.zeros((n_classes, n_classes), np.int64) if truth is not None \
-                else None
-            class_pixels = np.zeros(n_classes, np.int64)
-            try:
-                for y0 in range(0, height, out_tile):
-                    y1 = min(y0 + out_tile, height)
-                    grey = backs["output"][0].read(y0, y1)
-                    labels = classes.encode(grey, source=str(tmp["output"]))
-                    class_pixels += np.bincount(labels.ravel(),
-                                                minlength=n_classes)[:n_classes]
-                    if truth is not None and confusion is not None:
-                        block = truth.read(y0, y1)
-                        if not isinstance(mask, np.ndarray):
-                            block = classes.encode(block, source=truth.name)
-                        idx = block.astype(np.int64).ravel() * n_classes + labels.ravel()
-                        confusion += np.bincount(idx, minlength=n_classes ** 2).reshape(
-                            n_classes, n_classes)
-                    for kind, asm in assemblers.items():
-                        band = grey if kind == "output" else np.stack(
-                            [b.read(y0, y1) for b in backs[kind]])
-                        asm.add(band)
-            finally:
-                for f in opened:
-                    f.close()
-            outputs = dict(inner.outputs)
-            outputs.pop("mask", None)
-            for kind in ("uncertainty", "probabilities", "output"):  # the mask last
-                if kind in spools:
-                    outputs["mask" if kind == "output" else kind] = \
-                        spools.pop(kind).finish(**tiff_kwargs)
-        finally:
-            for sp in spools.values():
-                sp.discard()
-            if truth is not None and not isinstance(mask, SlideSource):
-                truth.close()
-    timings = {**inner.timings, "resample_back": time.perf_counter() - t}
-    seconds = time.perf_counter() - t_start
-    return SlideResult(
-        input=source.name, shape=(height, width), outputs=outputs, seconds=seconds,
-        mpix_per_s=height * width / 1e6 / max(seconds, 1e-9), tiles=inner.tiles,
-        panels=inner.panels, offset=inner.offset, scale=inner.scale,
-        class_pixels=class_pixels, confusion=confusion, timings=timings)
-
-
-def _segment_slide(
-    model_or_backend: SegmentationModel | Backend | Any,
-    input: str | Path | np.ndarray | SlideSource,
-    output_path: str | Path | None = None,
-    *,
-    backend: str | Backend | None = None,
-    roi_size: int | Sequence[int] | None = None,
-    sw_batch_size: int = 8,
-    overlap: float = 0.25,
-    mode: str = "gaussian",
-    sigma_scale: float = 0.125,
-    padding_mode: str = "reflect",
-    tta: bool = False,
-    probabilities_path: str | Path | None = None,
-    uncertainty_path: str | Path | None = None,
-    overlay_path: str | Path | None = None,
-    overlay_max_side: int = 4096,
-    mask: str | Path | np.ndarray | None = None,
-    classes: ClassTable | None = None,
-    normalization: Normalization | tuple[float, float] | None = None,
-    panel_width: int = 8192,
-    out_tile: int = 512,
-    compression: str | None = "zlib",
-    queue_size: int = 2,
-    num_threads: int = 1,
-    progress: bool = True,
-) -> SlideResult:
-    """:func:`segment_slide` at the input's own pixel grid (no resampling)."""
-    t_start = time.perf_counter()
+    if resample not in RESAMPLE_MODES:
+        raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
     if sw_batch_size < 1:
         raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be >= 0 and < 1, got {overlap}")
-    predictor, meta = _resolve(model_or_backend, backend,
-                               classes, normalization if isinstance(normalization,
-                                                                    Normalization) else None)
-    if tta:
-        predictor = TTABackend(predictor)
+    run, meta = _resolve(model_or_backend, backend,
+                         classes, normalization if isinstance(normalization,
+                                                              Normalization) else None)
+    predictor = TTABackend(run) if tta else run
     roi = roi_size if roi_size is not None else meta.roi_size
     if roi is None:
         raise ValueError("roi_size is required when segmenting with a bare backend")
@@ -507,6 +322,21 @@ def _segment_slide(
     truth: SlideSource | None = None
     spools: dict[str, TiledTiffSpool] = {}
     try:
+        px, model_px = pixel_size_um or source.pixel_size_um, meta.pixel_size_um
+        differ = bool(model_px and px and abs(px / model_px - 1.0) > RESAMPLE_TOLERANCE)
+        if differ and (resample == "always" or (resample == "auto" and px < model_px)):
+            if isinstance(model_or_backend, SegmentationModel):
+                args["backend"] = run  # made once, reused on the model's grid
+            return _segment_resampled(source, float(px), float(model_px), meta.classes, args)
+        if differ and resample == "never":
+            log.warning("%s: pixel size %.4g um differs from the model's %.4g um and "
+                        "resampling is off; results may suffer", source.name, px, model_px)
+        elif differ:
+            log.info("%s: pixel size %.4g um is coarser than the model's %.4g um: segmented "
+                     "as it is (resample='always' enlarges it)", source.name, px, model_px)
+        elif model_px and not px:
+            log.info("%s: pixel size unknown, assumed to be the model's (%.4g um)",
+                     source.name, model_px)
         height, width = source.shape
         name = source.name
         if mask is not None:
@@ -736,3 +566,135 @@ def _segment_slide(
         mpix_per_s=height * width / 1e6 / max(seconds, 1e-9), tiles=tiles_done[0],
         panels=len(panels), offset=offset, scale=scale, class_pixels=class_pixels,
         confusion=confusion, timings=dict(timings))
+
+
+def _open_truth(mask: str | Path | np.ndarray | SlideSource, source: SlideSource
+                ) -> SlideSource:
+    """The ground truth of ``source``: an (H, W) array of class indices or a mask file in
+    grey values (read lazily). Raises DataError when its size differs."""
+    truth = ArraySource(mask, "<mask>") if isinstance(mask, np.ndarray) else open_slide(mask)
+    if truth.shape != source.shape:
+        if truth is not mask:
+            truth.close()
+        raise DataError(f"{truth.name}: mask size {truth.shape[1]}x{truth.shape[0]} does not "
+                        f"match image {source.name} size {source.shape[1]}x{source.shape[0]}")
+    return truth
+
+
+class _TiffPlane(SlideSource):
+    """Plane ``plane`` of a (C, H, W) uint8 TIFF written by :class:`TiledTiffSpool`."""
+
+    def __init__(self, z: Any, plane: int, name: str) -> None:
+        self.z, self.plane, self.name = z, plane, name
+        self.shape = (int(z.shape[1]), int(z.shape[2]))
+        self.dtype = np.dtype(np.uint8)
+        self.chunk_rows = int(z.chunks[1])
+
+    def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.asarray(self.z[self.plane, y0:y1, x0:x1])
+
+
+def _segment_resampled(source: SlideSource, pixel_size_um: float, model_pixel_size_um: float,
+                       classes: ClassTable, args: dict[str, Any]) -> SlideResult:
+    """:func:`segment_slide` of ``source`` resampled to the model's pixel size; the outputs
+    (written at the model's grid into a temporary folder beside the output) are brought
+    back to the input's grid band by band (nearest), where the confusion matrix is taken."""
+    import tempfile
+
+    import zarr
+
+    t_start = time.perf_counter()
+    height, width = source.shape
+    shape = resampled_shape(source.shape, pixel_size_um, model_pixel_size_um)
+    log.info("%s: resampling %dx%d px at %.4g um to %dx%d px at the model's %.4g um",
+             source.name, width, height, pixel_size_um, shape[1], shape[0],
+             model_pixel_size_um)
+    n_classes = classes.num_classes
+    out_tile, compression = args["out_tile"], args["compression"]
+    finals = {kind: args[f"{kind}_path"] for kind in ("output", "uncertainty", "probabilities")
+              if args[f"{kind}_path"] is not None}
+    mask = args["mask"]
+    truth: SlideSource | None = None
+    spools: dict[str, TiledTiffSpool] = {}
+    parent = Path(args["output_path"]).parent if args["output_path"] is not None else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".temseg-resample-", dir=parent) as tmp_dir:
+        tmp = {kind: Path(tmp_dir) / f"{kind}.tif"
+               for kind in ("output", "uncertainty", "probabilities")}
+        virtual = ResampledSource(source, shape, order=1, pixel_size_um=model_pixel_size_um)
+        inner = segment_slide(**{
+            **args, "input": virtual, "pixel_size_um": model_pixel_size_um, "resample": "never",
+            "mask": None, "output_path": tmp["output"],
+            "uncertainty_path": tmp["uncertainty"] if "uncertainty" in finals else None,
+            "probabilities_path": tmp["probabilities"] if "probabilities" in finals
+            else None})
+        t = time.perf_counter()
+        try:
+            if mask is not None:
+                truth = _open_truth(mask, source)
+            res = 1e4 / pixel_size_um
+            tiff_kwargs = {"resolution": (res, res), "resolutionunit": "CENTIMETER"}
+            for kind, path in finals.items():
+                spools[kind] = TiledTiffSpool(path, (n_classes, height, width)
+                                              if kind == "probabilities" else (height, width),
+                                              out_tile, compression)
+            backs: dict[str, list[SlideSource]] = {}
+            opened: list[Any] = []
+            labels_in = open_slide(tmp["output"])
+            opened.append(labels_in)
+            backs["output"] = [ResampledSource(labels_in, source.shape, order=0)]
+            if "uncertainty" in finals:
+                u = open_slide(tmp["uncertainty"])
+                opened.append(u)
+                backs["uncertainty"] = [ResampledSource(u, source.shape, order=0)]
+            if "probabilities" in finals:
+                tif = tifffile.TiffFile(tmp["probabilities"])
+                opened.append(tif)
+                z = zarr.open(tif.aszarr(), mode="r")
+                backs["probabilities"] = [
+                    ResampledSource(_TiffPlane(z, c, str(tmp["probabilities"])),
+                                    source.shape, order=0) for c in range(n_classes)]
+            assemblers = {kind: TileRowAssembler(sp, 0, width) for kind, sp in spools.items()}
+            confusion = np.zeros((n_classes, n_classes), np.int64) if truth is not None \
+                else None
+            class_pixels = np.zeros(n_classes, np.int64)
+            try:
+                for y0 in range(0, height, out_tile):
+                    y1 = min(y0 + out_tile, height)
+                    grey = backs["output"][0].read(y0, y1)
+                    labels = classes.encode(grey, source=str(tmp["output"]))
+                    class_pixels += np.bincount(labels.ravel(),
+                                                minlength=n_classes)[:n_classes]
+                    if truth is not None and confusion is not None:
+                        block = truth.read(y0, y1)
+                        if not isinstance(mask, np.ndarray):
+                            block = classes.encode(block, source=truth.name)
+                        idx = block.astype(np.int64).ravel() * n_classes + labels.ravel()
+                        confusion += np.bincount(idx, minlength=n_classes ** 2).reshape(
+                            n_classes, n_classes)
+                    for kind, asm in assemblers.items():
+                        band = grey if kind == "output" else np.stack(
+                            [b.read(y0, y1) for b in backs[kind]])
+                        asm.add(band)
+            finally:
+                for f in opened:
+                    f.close()
+            outputs = dict(inner.outputs)
+            outputs.pop("mask", None)
+            for kind in ("uncertainty", "probabilities", "output"):  # the mask last
+                if kind in spools:
+                    outputs["mask" if kind == "output" else kind] = \
+                        spools.pop(kind).finish(**tiff_kwargs)
+        finally:
+            for sp in spools.values():
+                sp.discard()
+            if truth is not None and not isinstance(mask, SlideSource):
+                truth.close()
+    timings = {**inner.timings, "resample_back": time.perf_counter() - t}
+    seconds = time.perf_counter() - t_start
+    return SlideResult(
+        input=source.name, shape=(height, width), outputs=outputs, seconds=seconds,
+        mpix_per_s=height * width / 1e6 / max(seconds, 1e-9), tiles=inner.tiles,
+        panels=inner.panels, offset=inner.offset, scale=inner.scale,
+        class_pixels=class_pixels, confusion=confusion, timings=timings)
