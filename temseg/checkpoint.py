@@ -13,17 +13,10 @@ from .atomic import atomic_path
 from .data.normalize import Normalization
 from .labels import TEM_CLASSES, ClassTable
 from .models import ResUNet, UNetConfig, build_model
+from .spec import ModelSpec, default_roi_size
 
 FORMAT = "temseg-checkpoint"
 VERSION = 1
-
-
-def default_roi_size(patch_size: int) -> int:
-    """Inference tile side when none is given: twice the training patch. The model is selected
-    on 512 px validation crops and its bottleneck attention gains from the context: on held-out
-    mice (tem-mouse-cc) 512 px tiles gave mean Dice 0.856 against 0.812 with 256 px tiles.
-    Exports record it (``temseg.roi_size``) so that every runtime tiles alike."""
-    return 2 * int(patch_size)
 
 
 class SegmentationModel(nn.Module):
@@ -50,6 +43,11 @@ class SegmentationModel(nn.Module):
     def roi_size(self) -> int:
         """Default inference tile side (:func:`default_roi_size`)."""
         return default_roi_size(self.patch_size)
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's description for inference (:class:`temseg.spec.ModelSpec`)."""
+        return ModelSpec.from_model(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

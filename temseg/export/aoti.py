@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .metadata import ModelInfo, flat_metadata, write_sidecar
+from ..spec import ModelSpec, flat_metadata, write_sidecar
 from .onnx import ExportWrapper, reference_ops
 
 __all__ = ["export_aoti", "load_aoti"]
@@ -63,7 +63,7 @@ def export_aoti(model: Any, path: str | Path, *, softmax: bool = True,
     if dynamic_tiles:
         shapes[2] = multiple * dim("h_blocks", min=1, max=max_tile // multiple)
         shapes[3] = multiple * dim("w_blocks", min=1, max=max_tile // multiple)
-    info = ModelInfo.from_model(model, softmax=softmax, format="aoti",
+    info = ModelSpec.from_model(model, softmax=softmax, format="aoti",
                                 torch_version=torch.__version__, max_batch=max_batch,
                                 tile=tile if not dynamic_tiles else None)
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ def verify_onnx(model: Any, path: str | Path, tiles: list[tuple[int, int]] | Non
     """
     import onnxruntime as ort
 
-    from .metadata import read_onnx_metadata
+    from ..spec import read_onnx_metadata
 
     info = read_onnx_metadata(path)
     m = info.tile_multiple

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .slide_reader import RowWindow, SlideSource
+from .slides import RowWindow, SlideSource
 
 __all__ = ["RESAMPLE_MODES", "RESAMPLE_TOLERANCE", "ResampledSource", "resampled_shape"]
 
