@@ -22,8 +22,8 @@ import tifffile
 
 from temseg import load_model
 from temseg.data import find_pairs, group_of, read_image
-from temseg.inference.resample import ResampledSource
-from temseg.inference.slide_reader import ArraySource
+from temseg.io.resample import ResampledSource
+from temseg.io.slides import ArraySource
 from temseg.predict import evaluate_files
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def _window_args(p: argparse.ArgumentParser) -> None:
                    help="tile side in pixels (default: twice the model's training patch size)")
     g.add_argument("--sw-batch-size", type=int, default=4, help="tiles per model call")
     g.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction")
-    g.add_argument("--mode", choices=["gaussian", "constant"], default="gaussian",
+    g.add_argument("--mode", choices=["gaussian", "constant", "cosine"], default="gaussian",
                    help="blending of overlapping tiles")
     g.add_argument("--sigma-scale", type=float, default=0.125,
                    help="gaussian sigma as a fraction of the tile size")
@@ -47,18 +48,36 @@ def _slide_args(p: argparse.ArgumentParser) -> None:
                         "ones blurs them and measured worse)")
 
 
-def _window(args: argparse.Namespace):
-    from .predict import WindowSettings
+def _predictor(args: argparse.Namespace):
+    """The Predictor of ``temseg predict`` / ``evaluate``: MODEL opened once."""
+    from .inference import Predictor, SlidingWindowInferer
 
-    return WindowSettings(args.roi_size, args.sw_batch_size, args.overlap, args.mode,
-                          args.sigma_scale)
+    if args.pixel_size is not None and not args.pixel_size > 0:
+        raise ValueError(f"--pixel-size must be a positive number of micrometres, got "
+                         f"{args.pixel_size}")
+    window = SlidingWindowInferer(args.roi_size, args.sw_batch_size, args.overlap, args.mode,
+                                  args.sigma_scale)
+    return Predictor.open(args.model, args.backend, args.device, amp=args.amp,
+                          window=window, tta=args.tta, resample=args.resample,
+                          progress=not args.no_progress)
 
 
-def _load(args: argparse.Namespace):
-    from .checkpoint import load_model
-    from .train.policy import choose_device
+def _check_writable(path: str) -> None:
+    """Fail before any work when a report cannot be written to ``path``."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"--out {p}: is a folder; give a file name for the JSON report")
+    parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {p}: folder {parent} is not writable")
 
-    return load_model(args.model, choose_device(args.device))
+
+MODEL_HELP = ("checkpoint file, training run folder, exported .onnx, TensorRT .engine or "
+              "AOTInductor .pt2")
+BACKEND_CHOICES = ["auto", "torch", "onnxruntime", "tensorrt", "aoti"]
+BACKEND_HELP = ("runtime for the tiles; auto: the file's own for exports, else torch in bf16 on "
+                "CPUs with bf16 units, fp32 onnxruntime on other CPUs, torch on GPUs (a fixed "
+                "rule, logged and recorded in the outputs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,23 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("evaluate", help="per-class Dice/IoU of a model on a labelled folder")
-    e.add_argument("model", help="checkpoint file or training run folder")
+    e.add_argument("model", help=MODEL_HELP)
     e.add_argument("data", help="folder with images/ and masks/")
     e.add_argument("--out", default=None, help="JSON report path (default: print only)")
-    e.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                   default="auto", help="runtime for the tiles (as for predict)")
+    e.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     _window_args(e)
     _slide_args(e)
 
     p = sub.add_parser("predict", help="segment images; writes masks and overlays")
-    p.add_argument("model", help="checkpoint file or training run folder")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("inputs", nargs="+", help="image files (TIFF/PNG)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                   default="auto",
-                   help="runtime for the tiles (default auto: onnxruntime on the CPU, where it "
-                        "is faster, else torch). MODEL may also be an exported .onnx file "
-                        "(onnxruntime) or a TensorRT .engine (tensorrt)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     _window_args(p)
     _slide_args(p)
     p.add_argument("--probabilities", action="store_true",
@@ -206,30 +220,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from .atomic import write_json
         from .metrics import format_table
-        from .predict import evaluate_files
 
-        report = evaluate_files(_load(args), args.data, _window(args),
-                                progress=not args.no_progress, backend=args.backend,
-                                tta=args.tta, pixel_size_um=args.pixel_size,
-                                resample=args.resample, amp=args.amp)
+        if args.out:
+            _check_writable(args.out)
+        report = _predictor(args).evaluate_folder(args.data, pixel_size_um=args.pixel_size)
         print(format_table(report))
         if args.out:
             write_json(args.out, report)
             print(f"report written to {args.out}")
         return 0
     if args.command == "predict":
-        from .inference.backends import open_for_predict
-        from .predict import predict_files
-        from .train.policy import choose_device
-
-        model, backend = open_for_predict(args.model, args.backend, choose_device(args.device),
-                                          amp=args.amp)
-        done, failed = predict_files(model, args.inputs, args.out, _window(args),
-                                     progress=not args.no_progress, backend=backend,
-                                     tta=args.tta, probabilities=args.probabilities,
-                                     uncertainty=args.uncertainty,
-                                     pixel_size_um=args.pixel_size,
-                                     resample=args.resample)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out}: exists and is not a folder")
+        done, failed = _predictor(args).predict_files(
+            args.inputs, out, probabilities=args.probabilities, uncertainty=args.uncertainty,
+            pixel_size_um=args.pixel_size)
         print(f"{len(done)} segmented into {args.out}, {len(failed)} failed")
         for path, reason in failed:
             print(f"  FAILED {path}: {reason}", file=sys.stderr)

@@ -29,7 +29,7 @@ from temseg.inference.backends import (  # noqa: E402
     open_for_predict,
 )
 from temseg.models import UNetConfig, build_model  # noqa: E402
-from temseg.train.policy import choose_precision  # noqa: E402
+from temseg.policy import choose_precision  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEM_IMAGES = sorted((REPO.parent / "shared" / "data" / "tem-mouse-cc" / "images").glob("*.tif"))

@@ -17,7 +17,7 @@ from temseg.data import DataError, load_dataset
 from temseg.inference import sliding_window_inference
 from temseg.inference.backends import TorchBackend
 from temseg.inference.slide import plan_panels, segment_slide
-from temseg.inference.slide_reader import RowWindow, open_slide
+from temseg.io.slides import RowWindow, open_slide
 from temseg.inference.tta import TTABackend
 from temseg.labels import TEM_CLASSES
 from temseg.metrics import confusion_matrix

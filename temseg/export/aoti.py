@@ -5,7 +5,7 @@
 ``torch::inductor::AOTIModelPackageLoader`` loads without Python. The package maps
 (B, 1, H, W) float32 normalised tiles to (B, C, H, W) float32 scores (probabilities with
 ``softmax=True``), B dynamic in [1, max_batch] and H, W dynamic multiples of the tile
-multiple; the flat ``temseg.*`` metadata (:mod:`temseg.export.metadata`) is stored in the
+multiple; the flat ``temseg.*`` metadata (:mod:`temseg.spec`) is stored in the
 package (``loader.get_metadata()``) and in ``<package>.json``.
 """
 

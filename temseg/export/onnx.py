@@ -15,7 +15,7 @@ dynamo-based ``torch.onnx.export`` (opset 18 by default, >= 17), with
   surgeon sanitize --fold-constants`` does), falling back to onnxscript's optimiser alone
   when onnx-graphsurgeon is not installed;
 * the normalisation, class table, tile size and pixel size stored in ``metadata_props``
-  (:mod:`temseg.export.metadata`).
+  (:mod:`temseg.spec`).
 """
 
 from __future__ import annotations
