@@ -12,12 +12,11 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tifffile
 import torch
 import torch.nn.functional as F

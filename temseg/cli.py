@@ -193,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError, ValueError) as exc:
         print(f"temseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from .inference.backends.tensorrt import TensorRTUnavailable
+
+        if not isinstance(exc, TensorRTUnavailable):
+            raise
+        print(f"temseg {args.command}: error: {exc}", file=sys.stderr)
+        return 3
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from temseg.checkpoint import SegmentationModel, save_checkpoint
 from temseg.cli import main
-from temseg.io.resample import ResampledSource, resampled_shape
 from temseg.inference.slide import segment_slide
+from temseg.io.resample import ResampledSource, resampled_shape
 from temseg.io.slides import ArraySource, open_slide
 from temseg.metrics import confusion_matrix
 from temseg.models import UNetConfig, build_model

@@ -14,15 +14,14 @@ from PIL import Image
 from temseg.checkpoint import SegmentationModel, save_checkpoint
 from temseg.cli import main
 from temseg.data import DataError, load_dataset
-from temseg.inference import sliding_window_inference
+from temseg.inference import Predictor, SlidingWindowInferer, sliding_window_inference
 from temseg.inference.backends import TorchBackend
 from temseg.inference.slide import plan_panels, segment_slide
-from temseg.io.slides import RowWindow, open_slide
 from temseg.inference.tta import TTABackend
+from temseg.io.slides import RowWindow, open_slide
 from temseg.labels import TEM_CLASSES
 from temseg.metrics import confusion_matrix
 from temseg.models import UNetConfig, build_model
-from temseg.predict import WindowSettings, evaluate, evaluate_files, predict_files, segment
 from temseg.synth import render, write_slide
 
 ROI = 64
@@ -102,7 +101,7 @@ def test_streamed_labels_equal_in_memory(kind: str, panel_width: int, model, bac
 def test_same_labels_as_segment(model, image, tmp_path: Path) -> None:
     """Default torch backend, in-memory array input: same labels as predict.segment."""
     res = segment_slide(model, image, tmp_path / "m.tif", sw_batch_size=4, progress=False)
-    ref = segment(model, image, WindowSettings(sw_batch_size=4))
+    ref = in_memory_probs(TorchBackend(model), model, image, batch=4).argmax(0)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "m.tif"), TEM_CLASSES.decode(ref))
     assert res.shape == image.shape and res.tiles > 0 and res.mpix_per_s > 0
 
@@ -162,9 +161,9 @@ def test_batch_reports_bad_file_and_continues(model, image, tmp_path: Path) -> N
     truncated.write_bytes(data[: len(data) // 2])
     png = write_input("png", image, tmp_path)
     out = tmp_path / "out"
-    done, failed = predict_files(model, [good, bad, truncated, png], out,
-                                 WindowSettings(sw_batch_size=4), progress=False,
-                                 uncertainty=True)
+    predictor = Predictor.open(model, "torch", "cpu", amp="off", progress=False,
+                               window=SlidingWindowInferer(sw_batch_size=4))
+    done, failed = predictor.predict_files([good, bad, truncated, png], out, uncertainty=True)
     assert [p.name for p in done] == ["tiled_mask.tif", "image_mask.tif"]
     assert [p for p, _ in failed] == [bad, truncated]
     assert all(str(p) in reason for p, reason in failed)
@@ -208,13 +207,15 @@ def test_tta_undoes_each_transform(shape: tuple[int, ...]) -> None:
 
 
 def test_evaluate_streaming_equals_in_memory(model, blocks: Path) -> None:
-    window = WindowSettings(sw_batch_size=4)
-    report = evaluate_files(model, blocks, window, progress=False, backend="torch")
+    predictor = Predictor.open(model, "torch", "cpu", amp="off", progress=False,
+                               window=SlidingWindowInferer(sw_batch_size=4))
+    report = predictor.evaluate_folder(blocks)
     samples = load_dataset(blocks)
-    cm = sum(confusion_matrix(segment(model, s.image, window), s.labels, 5) for s in samples)
+    cm = sum(confusion_matrix(in_memory_probs(predictor.backend, model, s.image, 4).argmax(0),
+                              s.labels, 5) for s in samples)
     np.testing.assert_array_equal(np.asarray(report["confusion_matrix"]), cm)
     assert set(report["images"]) == {s.name for s in samples}
-    again = evaluate(model, samples, window, progress=False)
+    again = predictor.evaluate_samples(samples)
     assert again["confusion_matrix"] == report["confusion_matrix"]
 
 

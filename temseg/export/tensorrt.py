@@ -18,7 +18,6 @@ no CUDA device). It type-checks with mypy against ``tensorrt-stubs``.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from ..inference.backends.tensorrt import (
+    TARGET_MAJOR,
     TensorRTRunner,
     TensorRTUnavailable,
     require_tensorrt,
