@@ -35,7 +35,7 @@ from ..metrics import confusion_matrix, summarize
 from ..models import build_model
 from .config import TrainConfig
 from .curves import plot_curves
-from .policy import choose_compile, choose_device, choose_precision
+from ..policy import choose_compile, choose_device, choose_precision
 from .split import split_samples
 
 log = logging.getLogger("temseg.train")
