@@ -116,10 +116,14 @@ def _checkpoint_file(path: Path) -> Path:
     return path
 
 
-def _refused(path: Path, exc: pickle.UnpicklingError) -> ValueError:
-    found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed| Please|\n|$)",
-                      str(exc))
-    what = found.group(1).strip() if found else type(exc).__name__
+def _unpickling_error(path: Path, exc: pickle.UnpicklingError) -> ValueError:
+    """A refusal when the file names Python globals (code could run), else unreadable."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed|\s*Please|\n|$)",
+                      text)
+    what = found.group(1).strip() if found else text
+    if "Unsupported global" not in text:
+        return ValueError(f"{path}: not a readable checkpoint (UnpicklingError: {what})")
     return ValueError(
         f"{path}: refused to load: it holds Python code or objects beyond tensors and plain "
         f"data ({what}), which could run arbitrary code. If it is an older temseg checkpoint "
@@ -145,9 +149,7 @@ def read_checkpoint(path: str | Path, trust: bool | None = None) -> dict[str, An
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc):
-            raise _refused(path, exc) from exc
-        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+        raise _unpickling_error(path, exc) from exc
     except Exception as exc:
         msg = f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})"
         raise ValueError(msg) from exc

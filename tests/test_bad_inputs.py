@@ -434,11 +434,18 @@ def test_legacy_checkpoint_needs_explicit_trust(tmp_path: Path, monkeypatch: pyt
     assert load_model(path).config == TINY
 
 
-def test_cli_trust_flag_loads_a_legacy_checkpoint(tmp_path: Path, monkeypatch):
-    monkeypatch.delenv("TEMSEG_TRUST_CHECKPOINT", raising=False)
-    path = legacy_checkpoint(tmp_path)
-    onnx = pytest.importorskip("onnx")
-    out = tmp_path / "m.onnx"
-    assert main(["--trust-checkpoint", "export", str(path), "--out", str(out),
-                 "--no-verify"]) == 0
-    assert onnx.load(str(out)).graph.node
+def test_cli_trust_flag_resumes_from_a_legacy_checkpoint(blocks: Path, tmp_path: Path,
+                                                        monkeypatch, capsys, caplog):
+    monkeypatch.setenv("TEMSEG_TRUST_CHECKPOINT", "")  # restored after the test
+    out, _ = trained(blocks, tmp_path)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["pixel_size_um"] = np.float64(0.01)  # as an older temseg might have stored it
+    torch.save(ckpt, out / "last.pt")
+    args = ["train", str(blocks), "--out", str(out), *TINY_ARGS, "--epochs", "2", "--resume"]
+    assert main(args) == 2
+    assert "--trust-checkpoint" in capsys.readouterr().err
+    with caplog.at_level(logging.WARNING, logger="temseg.checkpoint"):
+        assert main(args + ["--trust-checkpoint"]) == 0
+    assert any("full unpickling" in r.getMessage() for r in caplog.records)
+    assert os.environ["TEMSEG_TRUST_CHECKPOINT"] == ""
+    assert torch.load(out / "last.pt", weights_only=True)["train_state"]["epoch"] == 2
