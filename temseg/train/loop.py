@@ -103,6 +103,15 @@ class Distributed:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return [bool(v) for v in t.tolist()]
 
+    def from_rank0(self, *values: Any) -> tuple[Any, ...]:
+        """Rank 0's ``values`` on every process (a broadcast of picklable objects), so that
+        choices made from local measurements (precision, compile) agree."""
+        if self.world == 1:
+            return values
+        objects = list(values)
+        dist.broadcast_object_list(objects, src=0)
+        return tuple(objects)
+
     def close(self, ok: bool) -> None:
         """Wait for the others (after a run that went well) and end the group we made."""
         if self.world > 1 and ok:
@@ -280,8 +289,8 @@ class Trainer:
         self.model.to(device)
         if device.type == "cpu":
             self.model.to(memory_format=torch.channels_last)
-        self.precision = choose_precision(device, config.amp)
-        use_compile, self.compile_reason = choose_compile(device, config.compile)
+        self.precision, use_compile, self.compile_reason = ddp.from_rank0(
+            choose_precision(device, config.amp), *choose_compile(device, config.compile))
         self._build_data(norm)
         self._build_optimizer()
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed": 0.0, "best": -1.0,
