@@ -7,10 +7,12 @@ Argument names follow MONAI where one exists (``--roi-size``, ``--sw-batch-size`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from .models import UNetConfig
@@ -83,6 +85,7 @@ BACKEND_HELP = ("runtime for the tiles; auto: the file's own for exports, else t
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="temseg", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=_TRUST_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on DATA/images + DATA/masks")
@@ -118,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last.pt")
+                   help="continue the run in --out from its last.pt (starts afresh when there "
+                        "is none); without it a folder holding a last.pt is refused")
     t.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("evaluate", help="per-class Dice/IoU of a model on a labelled folder")
@@ -179,7 +183,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=4)
     s.add_argument("--size", type=int, default=768)
     s.add_argument("--seed", type=int, default=0)
+    for name in ("train", "evaluate", "predict", "export", "demo"):  # also after the command
+        sub.choices[name].add_argument("--trust-checkpoint", action="store_true",
+                                       default=argparse.SUPPRESS, help=_TRUST_HELP)
     return parser
+
+
+_TRUST_HELP = ("load checkpoints with full unpickling, which can run code stored in them: only "
+               "for older checkpoints from a source you trust (same as TEMSEG_TRUST_CHECKPOINT=1)")
+
+
+@contextlib.contextmanager
+def _trusting(trust: bool) -> Iterator[None]:
+    """``--trust-checkpoint``: TEMSEG_TRUST_CHECKPOINT=1 for the duration of the command."""
+    from .checkpoint import TRUST_ENV
+
+    old = os.environ.get(TRUST_ENV)
+    if trust:
+        os.environ[TRUST_ENV] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(TRUST_ENV, None)
+        else:
+            os.environ[TRUST_ENV] = old
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,29 +215,30 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from .data import DataError
+    from .train import TrainingError
 
     try:
-        return _run(args)
-    except (DataError, FileNotFoundError, ValueError) as exc:
+        with _trusting(args.trust_checkpoint):
+            return _run(args)
+    except (DataError, FileNotFoundError, ValueError) as exc:  # bad input: nothing was done
         print(f"temseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
+    except (TrainingError, OSError, RuntimeError) as exc:  # the run failed
         from .inference.backends.tensorrt import TensorRTUnavailable
 
-        if not isinstance(exc, TensorRTUnavailable):
+        if isinstance(exc, TensorRTUnavailable):  # no TensorRT / CUDA here
+            print(f"temseg {args.command}: error: {exc}", file=sys.stderr)
+            return 3
+        if not isinstance(exc, (TrainingError, OSError)):
             raise
         print(f"temseg {args.command}: error: {exc}", file=sys.stderr)
-        return 3
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .train import TrainConfig, train
 
-        out = Path(args.out)
-        if (out / "last.pt").exists() and not args.resume:
-            raise ValueError(f"{out} already holds a run (last.pt): pass --resume to continue "
-                             "it, or choose another --out")
         config = TrainConfig(
             data=args.data, out=args.out, epochs=args.epochs, time_limit=args.time_limit,
             batch_size=args.batch_size, patch_size=args.patch_size,
@@ -219,6 +248,7 @@ def _run(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,
             amp=args.amp, compile=args.compile, device=args.device,
             num_workers=args.num_workers, threads=args.threads, progress=not args.no_progress,
+            resume=args.resume,
             model=UNetConfig(width=args.width, depth=args.depth, heads=args.heads,
                              attention=not args.no_attention))
         summary = train(config)

@@ -205,13 +205,18 @@ def flat_metadata(info: ModelSpec) -> dict[str, str]:
 
 
 def read_onnx_metadata(path: str | Path) -> ModelSpec:
-    """The :class:`ModelSpec` stored in an ONNX file's ``metadata_props``."""
+    """The :class:`ModelSpec` stored in an ONNX file's ``metadata_props``; ValueError naming the
+    file when it is not a readable ONNX model."""
     import onnx
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ONNX model not found")
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, truncated files, ...
+        raise ValueError(f"{path}: not a readable ONNX model ({type(exc).__name__}: "
+                         f"{exc})") from exc
     return ModelSpec.from_flat({p.key: p.value for p in model.metadata_props}, str(path))
 
 
