@@ -201,7 +201,7 @@ def drop_weight(ckpt: dict) -> None:
 
 def corrupt_onnx(blocks: Path, tmp: Path) -> Any:
     pytest.importorskip("onnx")
-    from temseg.export.metadata import read_onnx_metadata
+    from temseg.spec import read_onnx_metadata
 
     (tmp / "model.onnx").write_bytes(b"\x08\x07garbage, not a protobuf\xff\xff\xff")
     return read_onnx_metadata(tmp / "model.onnx")
