@@ -274,3 +274,31 @@ def test_cli_predict_with_options(model, image, tmp_path: Path) -> None:
         "tiled_mask.tif", "tiled_overlay.png", "tiled_probabilities.tif",
         "tiled_uncertainty.tif"]
     assert tifffile.imread(out / "tiled_probabilities.tif").shape == (5, *image.shape)
+
+
+def test_same_command_gives_byte_identical_outputs_under_load(model, image, tmp_path: Path
+                                                               ) -> None:
+    """Same input, model and machine: byte-identical masks (and the precision recorded),
+    also while another process loads every core (the backend / precision rule reads the
+    CPU's features, never a clock)."""
+    import json
+    import subprocess
+    import sys
+
+    path = write_input("tiled", image, tmp_path)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, model)
+    args = ["predict", str(ckpt), str(path), "--roi-size", str(ROI), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    finally:
+        for h in hogs:
+            h.kill()
+    a, b = (tmp_path / d / "tiled_mask.tif" for d in "ab")
+    assert a.read_bytes() == b.read_bytes()
+    with tifffile.TiffFile(a) as tif:
+        desc = json.loads(tif.pages[0].description)
+    assert desc["temseg"]["precision"] in ("fp32", "bf16")
+    assert desc["temseg"]["backend"]

@@ -188,12 +188,12 @@ def _timed_stitch(stitcher: Stitcher, chunks: Iterable[Any], timings: dict[str, 
 
 
 def _progress(name: str, total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, unit="MPix", unit_scale=1e-6, desc=Path(name).name,
-                disable=not enabled, mininterval=1.0,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} MPix "
-                           "[{elapsed}<{remaining}, {rate_noinv_fmt}]")
+    return progress_bar(total=total, unit="MPix", unit_scale=1e-6, desc=Path(name).name,
+                        disable=not enabled, mininterval=1.0,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} "
+                                   "MPix [{elapsed}<{remaining}, {rate_noinv_fmt}]")
 
 
 def run_pipeline(source: SlideSource, plan: SlidePlan, predictor: Callable, outputs: Outputs,

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import current_umask
 from ..labels import ClassTable
 from .overlay import Thumbnail
 from .slides import SlideSource
@@ -49,12 +50,6 @@ def output_paths(out_dir: str | Path, stem: str, *, overlay: bool = True,
     if uncertainty:
         paths["uncertainty"] = out / f"{stem}_uncertainty.tif"
     return paths
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def clean_stale_parts(paths: dict[str, Path], older_than_s: float = STALE_S) -> list[Path]:
@@ -90,7 +85,7 @@ class Staged:
     def commit(self) -> dict[str, Path]:
         """Rename every temporary onto its final path (modes by the umask), the mask last
         and the old mask removed first; returns the final paths by kind."""
-        mode = 0o666 & ~_umask()
+        mode = 0o666 & ~current_umask()
         kinds = sorted(self._files, key=lambda k: k == "mask")
         if "mask" in self._files:
             self._files["mask"][1].unlink(missing_ok=True)
