@@ -1002,8 +1002,8 @@ def _onnxruntime_cuda_row() -> dict[str, Any]:
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        return row("skip", note="this onnxruntime is the CPU build (no CUDAExecutionProvider; "
-                   "onnxruntime-gpu is not on the image)", gpu_only=True)
+        return row("skip", note="this onnxruntime has no CUDAExecutionProvider (a CPU build; "
+                   "temseg's onnxruntime backend would run on the CPU)", gpu_only=True)
     return row("skip", note="onnxruntime has CUDA, but exporting and running the model is "
                "not in this check", gpu_only=True)
 
