@@ -130,6 +130,16 @@ def row(status: str, value: float | None = None, unit: str = "", reference: Any 
     return out
 
 
+def grouped(fn: Callable[[], dict[str, Any]], group: str, label: str | None = None
+            ) -> Callable[[], dict[str, Any]]:
+    """``fn`` whose row joins ``group`` in the printed table (``label``: its contender)."""
+
+    def run() -> dict[str, Any]:
+        return {**fn(), "group": group, "label": label}
+
+    return run
+
+
 def gpu_skip(reason: str) -> dict[str, Any]:
     """A row that only a CUDA device can produce, skipped on the CPU."""
     return row("skip", note=reason, gpu_only=True)
@@ -158,17 +168,56 @@ class Report:
         data = {"meta": self.meta, "sections": self.sections, "rows": self.rows,
                 "summary": self.counts(), "complete": complete}
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1, default=str))
+        tmp.write_text(json.dumps(_jsonable(data), indent=1, default=str, allow_nan=False))
         os.replace(tmp, self.path)
 
     def table(self) -> str:
-        lines = [f"{'section':<15} {'check':<50} {'stat':<4} {'value':>10} {'unit':<12} "
-                 f"{'reference':<16} note"]
+        """The short table: one line per row, or per group of rows (a case family: worst
+        value and counts; contenders: each one's value), then the failed rows."""
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in self.rows:
-            lines.append(f"{r['section']:<15} {r['name']:<50.50} {r['status']:<4} "
-                         f"{_fmt(r['value']):>10} {r['unit']:<12.12} "
-                         f"{_fmt(r['reference']):<16.16} {r['note'][:70]}")
+            groups.setdefault((r["section"], r.get("group") or r["name"]), []).append(r)
+        lines = [f"{'section':<15} {'check':<48} result"]
+        for (section, name), rs in groups.items():
+            lines.append(f"{section:<15} {name:<48.48} {_group_result(rs)}")
+        lines += [f"FAILED {r['section']} / {r['name']}: {r['note'][:150]}"
+                  for r in self.rows if r["status"] == "fail"]
         return "\n".join(lines)
+
+
+def _group_result(rows: list[dict[str, Any]]) -> str:
+    """The table's result column for one row or a group of rows."""
+    if len(rows) == 1 and not rows[0].get("group"):
+        r = rows[0]
+        return f"{r['status']:<4} {_fmt(r['value'])} {r['unit']}  {r['note'][:70]}".rstrip()
+    if all(r.get("label") for r in rows):  # contenders: value (and fraction of the floor)
+        parts = []
+        for r in rows:
+            if r["value"] is None:
+                parts.append(f"{r['label']} {r['status']}")
+                continue
+            frac = (f" {r['reference'] / r['value']:.0%}" if isinstance(r["reference"], float)
+                    and r["unit"] == "ms" else "")
+            parts.append(f"{r['label']} {_fmt(r['value'])}{frac}")
+        return f"{rows[0]['unit']}: " + " | ".join(parts)
+    counts = {st: sum(r["status"] == st for r in rows) for st in ("pass", "fail", "skip")}
+    text = ", ".join(f"{n} {st}" for st, n in counts.items() if n)
+    valued = [r for r in rows if isinstance(r["value"], float)]
+    if valued:
+        worst = max(valued, key=lambda r: r["value"])
+        text += f"; worst {worst['value']:.3g} {worst['unit']} ({worst['name']})"
+    return text
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` with non-finite floats as strings ("nan", "inf"): strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
 
 
 def _fmt(x: Any) -> str:
@@ -447,10 +496,10 @@ def attention_cases(ctx: Ctx) -> Iterator[Case]:
             for n in tokens:
                 for strided in (True, False):
                     mode = "" if tf32 is None else (" tf32" if tf32 else " no-tf32")
-                    name = (f"{str(dtype).removeprefix('torch.')}{mode} N={n} D={d} "
-                            f"{'model views' if strided else 'contiguous'}")
-                    yield name, functools.partial(_attention_case, ctx, dtype, n, d, strided,
-                                                  tf32)
+                    kind = f"{str(dtype).removeprefix('torch.')}{mode}"
+                    name = f"{kind} N={n} D={d} {'model views' if strided else 'contiguous'}"
+                    fn = functools.partial(_attention_case, ctx, dtype, n, d, strided, tf32)
+                    yield name, grouped(fn, f"{kind} D={d} ({2 * len(tokens)} cases)")
 
 
 def _qkv(batch: int, heads: int, n: int, d: int, strided: bool, dtype: torch.dtype,
@@ -521,10 +570,11 @@ def loss_cases(ctx: Ctx) -> Iterator[Case]:
     s = ctx.sizes
     shapes = [(shape, False) for shape in s.loss_shapes] + [(s.loss_shapes[1], True)]
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        kind = str(dtype).removeprefix("torch.")
         for shape, cl in shapes:
-            name = (f"{str(dtype).removeprefix('torch.')} {'x'.join(map(str, shape))}"
-                    f"{' channels_last' if cl else ''}")
-            yield name, functools.partial(_loss_case, ctx, dtype, shape, cl)
+            name = f"{kind} {'x'.join(map(str, shape))}{' channels_last' if cl else ''}"
+            fn = functools.partial(_loss_case, ctx, dtype, shape, cl)
+            yield name, grouped(fn, f"{kind} ({len(shapes)} cases)")
 
 
 def _weighted_stats(fn: Callable, logits: torch.Tensor, target: torch.Tensor,
@@ -613,8 +663,9 @@ def attention_speed_cases(ctx: Ctx) -> Iterator[Case]:
     for shape in ctx.sizes.speed_attn:
         for name, fn in impls.items():
             for pass_ in ("fwd", "bwd"):
-                label = f"{name} {pass_} B{shape[0]} H{shape[1]} N{shape[2]} D{shape[3]} {dt}"
-                yield label, functools.partial(_attention_speed, ctx, fn, shape, pass_)
+                group = f"{pass_} B{shape[0]} H{shape[1]} N{shape[2]} D{shape[3]} {dt}"
+                yield f"{name} {group}", grouped(
+                    functools.partial(_attention_speed, ctx, fn, shape, pass_), group, name)
 
 
 def _attention_speed(ctx: Ctx, fn: Callable, shape: tuple[int, int, int, int],
@@ -660,8 +711,9 @@ def loss_speed_cases(ctx: Ctx) -> Iterator[Case]:
     for shape in ctx.sizes.speed_loss:
         for name, fn in impls.items():
             for pass_ in ("fwd", "fwd+bwd"):
-                label = f"{name} {pass_} {'x'.join(map(str, shape))} {dt}"
-                yield label, functools.partial(_loss_speed, ctx, fn, shape, pass_)
+                group = f"{pass_} {'x'.join(map(str, shape))} {dt}"
+                yield f"{name} {group}", grouped(
+                    functools.partial(_loss_speed, ctx, fn, shape, pass_), group, name)
 
 
 def _monai_loss() -> Callable | None:
@@ -785,18 +837,24 @@ def train_cases(ctx: Ctx) -> Iterator[Case]:
     batches = _train_batches(ctx)
     results: dict[Any, Any] = {}
 
+    s = ctx.sizes
+    group = (f"steps/s, batch {s.train_batch}x{s.train_size}^2, "
+             f"{'bf16 autocast' if ctx.cuda else 'fp32'}")
+
     def variant(kernels: str, compiled: bool) -> Case:
-        name = (f"step {'compile' if compiled else 'eager'} + "
-                f"{'Triton kernels' if kernels == 'triton' else 'torch reference ops'}")
-        return name, functools.partial(_train_variant, ctx, batches, kernels, compiled, results)
+        mode = "compile" if compiled else "eager"
+        label = f"{mode}+{'Triton' if kernels == 'triton' else 'torch'}"
+        name = f"step {mode} + {'Triton kernels' if kernels == 'triton' else 'torch reference ops'}"
+        fn = functools.partial(_train_variant, ctx, batches, kernels, compiled, results)
+        return name, grouped(fn, group, label)
 
     yield variant("torch", False)
     yield variant("triton", False)
-    yield "first step: Triton kernels vs torch ops (eager)", functools.partial(
+    yield "first step: Triton vs torch ops (eager)", functools.partial(
         _train_agreement, results)
     # before the compiled variants, so that the slide section gets fitted weights even when
     # compiling runs into the section's time guard
-    yield "fit on phantoms, eager + Triton (weights for the slide section)", functools.partial(
+    yield "fit on phantoms (eager+Triton; slide weights)", functools.partial(
         _train_fit, ctx, batches, results)
     yield variant("torch", True)
     yield variant("triton", True)
@@ -910,11 +968,11 @@ def slide_cases(ctx: Ctx) -> Iterator[Case]:
     crop = np.ascontiguousarray(image[: s.crop, : s.crop])
     ref: dict[str, np.ndarray] = {}
     dev = "CUDA" if ctx.cuda else "CPU"
-    yield (f"CPU fp32 labels, {s.crop}^2 crop (the reference)",
+    yield (f"CPU fp32 labels, {s.crop}^2 crop (reference)",
            functools.partial(_slide_cpu, ctx, model, crop, ref, trained))
-    yield (f"{dev} bf16 vs CPU fp32 labels, {s.crop}^2 crop",
+    yield (f"{dev} bf16 vs CPU fp32 labels, {s.crop}^2",
            functools.partial(_slide_agree, ctx, model, crop, ref, torch.bfloat16, 0.999))
-    yield (f"{dev} fp32 (no tf32) vs CPU fp32 labels, {s.crop}^2 crop",
+    yield (f"{dev} fp32 no-tf32 vs CPU fp32 labels, {s.crop}^2",
            functools.partial(_slide_agree, ctx, model, crop, ref, None, 0.9999))
     yield (f"{dev} {'bf16' if ctx.cuda else 'fp32'} whole slide {s.slide}^2",
            functools.partial(_slide_speed, ctx, model, image, truth, trained))
@@ -988,11 +1046,14 @@ def deploy_cases(ctx: Ctx) -> Iterator[Case]:
 
 
 def _tensorrt_row() -> dict[str, Any]:
-    if importlib.util.find_spec("tensorrt") is None:
-        why = ("tensorrt is not installed: its registry packages fetch TensorRT's libraries "
-               "from NVIDIA's own index at install time, which no machine here reaches")
+    from temseg.export.tensorrt import tensorrt_unavailable_reason
+
+    why = tensorrt_unavailable_reason()
+    if why is None:
+        why = "TensorRT is usable here, but building an engine takes minutes: not in this check"
     else:
-        why = "tensorrt is importable, but building an engine takes minutes: not in this check"
+        why = (f"{why}. Its registry packages fetch TensorRT's libraries from NVIDIA's own "
+               "index at install time, which no machine here reaches")
     return row("skip", note=why, gpu_only=True)
 
 
