@@ -154,9 +154,8 @@ class _Stream:
     def band(self, y0: int, y1: int) -> StreamOutput:
         """Read rows [y0, y1), label them, merge the seam, measure completed components."""
         cls = self.reader.read(y0, y1)
-        class_pixels = np.bincount(cls.ravel(), minlength=self.reader.classes.num_classes)
         f = self.forest
-        labels, n, stats = K.label_band(cls, self.is_instance, y0, self.width, f.n)
+        labels, n, stats, counts = K.label_band(cls, self.is_instance, y0, self.width, f.n)
         new_ids = np.arange(f.n + 1, f.n + n + 1, dtype=np.int64)
         f.add(n, stats)
         if self.last_cls is not None:
@@ -172,7 +171,7 @@ class _Stream:
         still_open = still_open[still_open > 0].astype(np.int64)
         complete = np.setdiff1d(candidates, still_open, assume_unique=True)
         out = self._measure(complete)
-        out.class_pixels = class_pixels
+        out.class_pixels = counts[: self.reader.classes.num_classes]
         self.pending = still_open
         keep = int(f.stats[still_open, K.S_YMIN].min()) if still_open.size else y1
         self.buf = self.buf[keep - self.buf_y0 :]

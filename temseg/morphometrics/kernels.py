@@ -42,9 +42,73 @@ def _union_local(parent: np.ndarray, a: int, b: int) -> int:
 
 
 @njit(cache=True, nogil=True)
+def _grow(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` with room for at least ``n`` elements (doubling)."""
+    if n <= a.shape[0]:
+        return a
+    out = np.empty(max(n, 2 * a.shape[0]), a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _runs(cls: np.ndarray, is_instance: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Runs of instance pixels and their provisional union-find labels (first pass).
+
+    Returns:
+        runs: (nr, 4) int64 rows ``y, x_start, x_end (inclusive), label``.
+        parent: union-find forest over the labels (roots are minimal).
+        rc: (nr,) uint8 class of each run.
+        counts: (256,) int64 pixels of each class value.
+        nxt: number of labels + 1.
+    """
+    h, w = cls.shape
+    counts = np.zeros(256, np.int64)
+    runs = np.empty((1024, 4), np.int64)
+    rc = np.empty(1024, np.uint8)
+    parent = np.empty(1024, np.int64)
+    nr, nxt, prev_a, prev_b = 0, 1, 0, 0
+    for y in range(h):
+        row = cls[y]
+        cur_a, j, x = nr, prev_a, 0
+        while x < w:
+            c, x0 = row[x], x
+            while x < w and row[x] == c:
+                x += 1
+            counts[c] += x - x0
+            if not is_instance[c]:
+                continue
+            while j < prev_b and runs[j, 2] < x0 - 1:  # runs above that end too far left
+                j += 1
+            lab, k = 0, j
+            while k < prev_b and runs[k, 1] <= x:  # 8-connected: overlap of [x0-1, x]
+                if rc[k] == c:
+                    lab = runs[k, 3] if lab == 0 else _union_local(parent, lab, runs[k, 3])
+                k += 1
+            if lab == 0:
+                parent = _grow(parent, nxt + 1)
+                parent[nxt] = nxt
+                lab = nxt
+                nxt += 1
+            if nr == runs.shape[0]:
+                grown = np.empty((2 * nr, 4), np.int64)
+                grown[:nr] = runs
+                runs = grown
+                rc = _grow(rc, 2 * nr)
+            runs[nr, 0], runs[nr, 1], runs[nr, 2], runs[nr, 3] = y, x0, x - 1, lab
+            rc[nr] = c
+            nr += 1
+        prev_a, prev_b = cur_a, nr
+    return runs[:nr], parent, rc, counts, nxt
+
+
+@njit(cache=True, nogil=True)
 def label_band(cls: np.ndarray, is_instance: np.ndarray, y0: int, width: int, offset: int
-               ) -> tuple[np.ndarray, int, np.ndarray]:
-    """8-connected components of the pixels whose class ``is_instance`` (same class only).
+               ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """8-connected components of the pixels whose class ``is_instance`` (same class only),
+    by runs: each run of a row joins the same-class runs of the row above that overlap it or
+    touch it diagonally.
 
     Args:
         cls: (h, W) uint8 class indices of the band.
@@ -55,60 +119,42 @@ def label_band(cls: np.ndarray, is_instance: np.ndarray, y0: int, width: int, of
 
     Returns:
         labels: (h, W) int32, 0 outside instances, offset + 1..n in raster order of first
-            pixels.
+            pixels (as ``skimage.measure.label(..., connectivity=2)``).
         n: number of components.
         stats: (n + 1, N_STATS) int64 rows ``class, ymin, ymax, xmin, xmax, first`` (slide
             coordinates, inclusive maxima, ``first`` = raster index y * W + x of the first
             pixel); row 0 unused.
+        counts: (256,) int64 pixels of each class value in the band.
     """
     h, w = cls.shape
-    labels = np.zeros((h, w), np.int32)
-    parent = np.zeros(h * w // 2 + 2, np.int64)
-    nxt = 1
-    for y in range(h):
-        for x in range(w):
-            c = cls[y, x]
-            if not is_instance[c]:
-                continue
-            lab = 0
-            for dy, dx in ((0, -1), (-1, -1), (-1, 0), (-1, 1)):
-                yy, xx = y + dy, x + dx
-                if yy < 0 or xx < 0 or xx >= w or cls[yy, xx] != c:
-                    continue
-                other = labels[yy, xx]
-                lab = other if lab == 0 else _union_local(parent, lab, other)
-            if lab == 0:
-                if nxt >= parent.shape[0]:
-                    grown = np.zeros(parent.shape[0] * 2, np.int64)
-                    grown[: parent.shape[0]] = parent
-                    parent = grown
-                parent[nxt] = nxt
-                lab = nxt
-                nxt += 1
-            labels[y, x] = lab
-    # compact ids in raster order of first pixels, and the statistics
+    runs, parent, rc, counts, nxt = _runs(cls, is_instance)
+    # roots are the smallest label of their set = the label of its raster-first run, so
+    # numbering roots in increasing order numbers components in raster order
     compact = np.zeros(nxt, np.int64)
-    stats = np.zeros((nxt, N_STATS), np.int64)
     n = 0
-    for y in range(h):
-        for x in range(w):
-            lab = labels[y, x]
-            if lab == 0:
-                continue
-            r = find(parent, lab)
-            if compact[r] == 0:
-                n += 1
-                compact[r] = n
-                stats[n, S_CLASS] = cls[y, x]
-                stats[n, S_YMIN] = stats[n, S_YMAX] = y0 + y
-                stats[n, S_XMIN] = stats[n, S_XMAX] = x
-                stats[n, S_FIRST] = (y0 + y) * width + x
-            k = compact[r]
-            labels[y, x] = k + offset
-            stats[k, S_YMAX] = y0 + y
-            stats[k, S_XMIN] = min(stats[k, S_XMIN], x)
-            stats[k, S_XMAX] = max(stats[k, S_XMAX], x)
-    return labels, n, stats[: n + 1].copy()
+    for i in range(1, nxt):
+        if parent[i] == i:
+            n += 1
+            compact[i] = n
+        else:
+            compact[i] = compact[find(parent, i)]
+    labels = np.zeros((h, w), np.int32)
+    stats = np.zeros((n + 1, N_STATS), np.int64)
+    seen = np.zeros(n + 1, np.bool_)
+    for r in range(runs.shape[0]):
+        y, xa, xb = runs[r, 0], runs[r, 1], runs[r, 2]
+        k = compact[runs[r, 3]]
+        labels[y, xa : xb + 1] = k + offset
+        if not seen[k]:
+            seen[k] = True
+            stats[k, S_CLASS] = rc[r]
+            stats[k, S_YMIN] = y0 + y
+            stats[k, S_XMIN], stats[k, S_XMAX] = xa, xb
+            stats[k, S_FIRST] = (y0 + y) * width + xa
+        stats[k, S_YMAX] = y0 + y
+        stats[k, S_XMIN] = min(stats[k, S_XMIN], xa)
+        stats[k, S_XMAX] = max(stats[k, S_XMAX], xb)
+    return labels, n, stats, counts
 
 
 @njit(cache=True, nogil=True)
@@ -169,36 +215,11 @@ def resolve(labels: np.ndarray, parent: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _edt_1d(f: np.ndarray, d: np.ndarray, v: np.ndarray, z: np.ndarray) -> None:
-    """Squared distance transform of a 1-D sampled function ``f`` into ``d`` (Felzenszwalb &
-    Huttenlocher lower envelope of parabolas); ``v`` and ``z`` are scratch arrays."""
-    n = f.shape[0]
-    k = 0
-    v[0] = 0
-    z[0] = -np.inf
-    z[1] = np.inf
-    for q in range(1, n):
-        p = v[k]
-        s = ((f[q] + q * q) - (f[p] + p * p)) / (2.0 * (q - p))
-        while s <= z[k]:
-            k -= 1
-            p = v[k]
-            s = ((f[q] + q * q) - (f[p] + p * p)) / (2.0 * (q - p))
-        k += 1
-        v[k] = q
-        z[k] = s
-        z[k + 1] = np.inf
-    k = 0
-    for q in range(n):
-        while z[k + 1] < q:
-            k += 1
-        p = v[k]
-        d[q] = (q - p) * (q - p) + f[p]
-
-
-@njit(cache=True, nogil=True)
 def edt_squared(mask: np.ndarray) -> np.ndarray:
     """Exact squared Euclidean distance to the nearest background pixel.
+
+    Column pass (distance to the nearest background in the column), then per row the lower
+    envelope of the parabolas ``(x - p)^2 + g(p)^2`` (Felzenszwalb & Huttenlocher).
 
     Args:
         mask: (h, w) bool, with background on its outer ring (a padded crop).
@@ -207,29 +228,74 @@ def edt_squared(mask: np.ndarray) -> np.ndarray:
         (h, w) float64 squared distances (integers), 0 on background.
     """
     h, w = mask.shape
-    big = float(h * h + w * w)
-    g = np.empty((h, w), np.float64)
-    for x in range(w):  # columns: distance to the nearest background in the column
-        run = big
-        for y in range(h):
-            run = 0.0 if not mask[y, x] else min(run + 1.0, big)
-            g[y, x] = run
-        run = big
-        for y in range(h - 1, -1, -1):
-            run = 0.0 if not mask[y, x] else min(run + 1.0, big)
-            g[y, x] = min(g[y, x], run)
+    g = np.empty((h, w), np.int64)
+    for x in range(w):
+        g[0, x] = 0 if not mask[0, x] else h + w
+    for y in range(1, h):
+        for x in range(w):
+            g[y, x] = 0 if not mask[y, x] else g[y - 1, x] + 1
+    for y in range(h - 2, -1, -1):
+        for x in range(w):
+            if g[y + 1, x] + 1 < g[y, x]:
+                g[y, x] = g[y + 1, x] + 1
+    out = np.empty((h, w), np.float64)
+    v = np.empty(w, np.int64)
+    z = np.empty(w + 1, np.float64)
+    fq = np.empty(w, np.int64)  # g^2 + x^2 of the row
     for y in range(h):
         for x in range(w):
-            g[y, x] = g[y, x] * g[y, x] if g[y, x] < big else big * big
-    out = np.empty((h, w), np.float64)
-    n = max(h, w)
-    v = np.empty(n, np.int64)
-    z = np.empty(n + 1, np.float64)
-    row = np.empty(w, np.float64)
-    for y in range(h):
-        _edt_1d(g[y], row, v, z)
-        out[y] = row
+            fq[x] = g[y, x] * g[y, x] + x * x
+        k = 0
+        v[0] = 0
+        z[0] = -np.inf
+        z[1] = np.inf
+        for q in range(1, w):
+            p = v[k]
+            s = (fq[q] - fq[p]) / (2.0 * (q - p))  # where parabolas p and q cross
+            while s <= z[k]:
+                k -= 1
+                p = v[k]
+                s = (fq[q] - fq[p]) / (2.0 * (q - p))
+            k += 1
+            v[k] = q
+            z[k] = s
+            z[k + 1] = np.inf
+        k = 0
+        for q in range(w):
+            while z[k + 1] < q:
+                k += 1
+            p = v[k]
+            out[y, q] = fq[p] - 2 * q * p + q * q
     return out
+
+
+@njit(cache=True, nogil=True)
+def _local_max_blobs(mask: np.ndarray, d2: np.ndarray) -> tuple[int, np.ndarray]:
+    """(blobs, parent): 8-connected blobs of the pixels not lower than any 8-neighbour, and
+    a (h * w,) int64 array >= 0 exactly at those pixels. There are at least as many blobs as regional maxima (distinct
+    regional maxima never share a blob)."""
+    hh, ww = mask.shape
+    parent = np.full(hh * ww, -1, np.int64)
+    blobs = 0
+    for y in range(1, hh - 1):
+        for x in range(1, ww - 1):
+            v = d2[y, x]
+            if v == 0.0:
+                continue
+            if not (v >= d2[y - 1, x - 1] and v >= d2[y - 1, x] and v >= d2[y - 1, x + 1]
+                    and v >= d2[y, x - 1] and v >= d2[y, x + 1] and v >= d2[y + 1, x - 1]
+                    and v >= d2[y + 1, x] and v >= d2[y + 1, x + 1]):
+                continue
+            p = y * ww + x
+            parent[p] = p
+            blobs += 1
+            for q in (p - 1, p - ww - 1, p - ww, p - ww + 1):
+                if parent[q] >= 0:
+                    rp, rq = find(parent, p), find(parent, q)
+                    if rp != rq:
+                        parent[max(rp, rq)] = min(rp, rq)
+                        blobs -= 1
+    return blobs, parent
 
 
 @njit(cache=True, nogil=True)
@@ -239,13 +305,20 @@ def has_second_peak(mask: np.ndarray, d2: np.ndarray, h: float) -> bool:
 
     Union-find over the pixels in decreasing order of distance (a counting sort of the
     integer squared distances); when two regions meet at level ``v``, the one with the lower
-    peak ``m`` has dynamic ln(sqrt(m)) - ln(sqrt(v)).
+    peak ``m`` has dynamic ln(sqrt(m)) - ln(sqrt(v)). Regions are born only at local-maximum
+    pixels, so the flooding stops once those are all in and a single region is left.
 
     Args:
         mask: (h, w) bool padded crop of one component.
         d2: (h, w) float64 its squared distances (:func:`edt_squared`).
         h: threshold in ln units (``-ln(neck_ratio)``).
     """
+    blobs, is_max = _local_max_blobs(mask, d2)
+    n_max = 0
+    for i in range(is_max.shape[0]):
+        n_max += is_max[i] >= 0
+    if blobs < 2:  # one regional maximum: one peak
+        return False
     hh, ww = mask.shape
     top = 0
     n = 0
@@ -272,9 +345,14 @@ def has_second_peak(mask: np.ndarray, d2: np.ndarray, h: float) -> bool:
     parent = np.full(hh * ww, -1, np.int64)
     peak = np.zeros(hh * ww, np.float64)
     limit = 2.0 * (h - 1e-9)  # compare ln(m) - ln(v) of squared values with 2 h
+    alive = 0
     for i in range(n):
+        if n_max == 0 and alive == 1:
+            return False
         p = order[i]
         parent[p] = p
+        alive += 1
+        n_max -= is_max[p] >= 0
         peak[p] = flat[p]
         level = math.log(flat[p])
         py, px = p // ww, p % ww
@@ -289,6 +367,7 @@ def has_second_peak(mask: np.ndarray, d2: np.ndarray, h: float) -> bool:
                 low = min(peak[rp], peak[rq])
                 if math.log(low) - level > limit:
                     return True
+                alive -= 1
                 if peak[rp] >= peak[rq]:
                     parent[rq] = rp
                 else:
@@ -333,8 +412,8 @@ def _cross(ox: int, oy: int, ax: int, ay: int, bx: int, by: int) -> int:
 
 @njit(cache=True, nogil=True)
 def _hull(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Convex hull (counter-clockwise in (x, y), no collinear points) of integer points
-    sorted by (x, y), by Andrew's monotone chain."""
+    """Convex hull (no collinear points) of integer points sorted by (px, py), by Andrew's
+    monotone chain."""
     n = px.shape[0]
     hx = np.empty(2 * n, np.int64)
     hy = np.empty(2 * n, np.int64)
@@ -355,16 +434,6 @@ def _hull(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, nogil=True)
-def _inside(hx: np.ndarray, hy: np.ndarray, x: int, y: int) -> bool:
-    m = hx.shape[0]
-    for i in range(m):
-        j = (i + 1) % m
-        if _cross(hx[i], hy[i], hx[j], hy[j], x, y) < 0:
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
 def _convex_area(mask: np.ndarray) -> int:
     """Pixels of skimage's ``convex_hull_image``: pixel centres in the closed convex hull of
     the pixel edge midpoints. Exact, in doubled integer coordinates."""
@@ -377,42 +446,57 @@ def _convex_area(mask: np.ndarray) -> int:
                 if left[y] < 0:
                     left[y] = x
                 right[y] = x
-    rows = 0
-    for y in range(hh):
-        rows += left[y] >= 0
-    key = np.empty(8 * rows, np.int64)
-    stride = 2 * hh + 4
-    i = 0
+    # hull candidates: on each horizontal level Y (doubled: 2y - 1, 2y, 2y + 1) only the
+    # leftmost and rightmost edge midpoints matter; they come out sorted by (Y, X)
+    levels = 2 * hh + 2  # level index = Y + 1
+    lo = np.full(levels, 1 << 40, np.int64)
+    hi = np.full(levels, -(1 << 40), np.int64)
     for y in range(hh):
         if left[y] < 0:
             continue
-        for x in (left[y], right[y]):
-            for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                key[i] = (2 * x + dx) * stride + 2 * y + dy
-                i += 1
-    key.sort()
-    px = np.empty(key.shape[0], np.int64)
-    py = np.empty(key.shape[0], np.int64)
+        a, b = 2 * left[y], 2 * right[y]
+        lo[2 * y + 1] = min(lo[2 * y + 1], a - 1)
+        hi[2 * y + 1] = max(hi[2 * y + 1], b + 1)
+        for yy in (2 * y, 2 * y + 2):
+            lo[yy] = min(lo[yy], a)
+            hi[yy] = max(hi[yy], b)
+    ys = np.empty(2 * levels, np.int64)
+    xs = np.empty(2 * levels, np.int64)
     m = 0
-    for i in range(key.shape[0]):  # sorted by (x, y), duplicates dropped
-        if i > 0 and key[i] == key[i - 1]:
+    for yy in range(levels):
+        if hi[yy] < lo[yy]:
             continue
-        px[m], py[m] = key[i] // stride, key[i] % stride
+        ys[m], xs[m] = yy - 1, lo[yy]
         m += 1
-    hx, hy = _hull(px[:m], py[:m])
+        if hi[yy] != lo[yy]:
+            ys[m], xs[m] = yy - 1, hi[yy]
+            m += 1
+    hy, hx = _hull(ys[:m], xs[:m])  # monotone chain in (Y, X) order
+    return _lattice_count(hx, hy, hh)
+
+
+@njit(cache=True, nogil=True)
+def _lattice_count(hx: np.ndarray, hy: np.ndarray, hh: int) -> int:
+    """Pixel centres (2x, 2y) inside the closed convex polygon (hx, hy) (doubled
+    coordinates): per row, the extreme crossings of the edges, rounded inwards exactly."""
+    lo = np.full(hh, 1 << 40, np.int64)
+    hi = np.full(hh, -(1 << 40), np.int64)
+    m = hx.shape[0]
+    for i in range(m):
+        xa, ya, xb, yb = hx[i], hy[i], hx[(i + 1) % m], hy[(i + 1) % m]
+        if ya == yb:
+            continue
+        if ya > yb:
+            xa, ya, xb, yb = xb, yb, xa, ya
+        dy = yb - ya
+        for y in range((ya + 1) // 2, yb // 2 + 1):  # rows whose centre 2y is in [ya, yb]
+            num = xa * dy + (xb - xa) * (2 * y - ya)  # crossing at x = num / dy (doubled)
+            lo[y] = min(lo[y], -((-num) // (2 * dy)))  # ceil(num / (2 dy))
+            hi[y] = max(hi[y], num // (2 * dy))
     total = 0
     for y in range(hh):
-        if left[y] < 0:  # a row without pixels (not in a connected instance): test it all
-            for x in range(ww):
-                total += _inside(hx, hy, 2 * x, 2 * y)
-            continue
-        lo = left[y]
-        while lo > 0 and _inside(hx, hy, 2 * (lo - 1), 2 * y):
-            lo -= 1
-        hi = right[y]
-        while hi < ww - 1 and _inside(hx, hy, 2 * (hi + 1), 2 * y):
-            hi += 1
-        total += hi - lo + 1
+        if hi[y] >= lo[y]:
+            total += hi[y] - lo[y] + 1
     return total
 
 
