@@ -7,12 +7,25 @@
   ``<stem>_morphometrics.json``, a diameter histogram PNG per class;
 * :func:`instance_scores`: instance matching at IoU >= 0.5, precision / recall / F1,
   panoptic quality and count error per class.
+
+The names are imported on first use, so that ``temseg --help`` does not load numba.
 """
 
-from .evaluate import combine_instance_scores, instance_labels, instance_scores
-from .instances import SplitRule
-from .measure import MorphometricsResult, measure_mask
-from .report import write_morphometrics
+from __future__ import annotations
 
-__all__ = ["MorphometricsResult", "SplitRule", "combine_instance_scores", "instance_labels",
-           "instance_scores", "measure_mask", "write_morphometrics"]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "MorphometricsResult": "measure", "measure_mask": "measure",
+    "SplitRule": "rule", "write_morphometrics": "report",
+    "instance_scores": "evaluate", "instance_labels": "evaluate",
+    "combine_instance_scores": "evaluate", "match_instances": "evaluate",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -28,35 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as K
+from .rule import SplitRule
 from .sources import ClassReader, ProbabilityReader
 
 __all__ = ["SplitRule", "StreamOutput", "split_component", "stream_instances"]
-
-
-@dataclass(frozen=True)
-class SplitRule:
-    """Parameters of the split of touching instances.
-
-    Attributes:
-        neck_ratio: cut a component at a neck whose half-width (distance-transform value) is
-            below ``neck_ratio`` times the radius (distance peak) of each of the two parts it
-            joins; 0 never splits. Scale-free: no pixel size needed.
-    """
-
-    neck_ratio: float = 0.7
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.neck_ratio < 1.0:
-            raise ValueError(f"neck_ratio must be in [0, 1), got {self.neck_ratio}")
-
-    @property
-    def h(self) -> float:
-        """Minimum dynamic of a marker peak in ln(distance): ``-ln(neck_ratio)``."""
-        return math.inf if self.neck_ratio == 0 else -math.log(self.neck_ratio)
-
-    def to_dict(self) -> dict:
-        return {"connectivity": 8, "neck_ratio": self.neck_ratio,
-                "h_ln_distance": None if math.isinf(self.h) else self.h}
 
 
 def split_component(mask: np.ndarray, h: float) -> np.ndarray | None:
@@ -158,7 +133,7 @@ class _Stream:
         labels, n, stats, counts = K.label_band(cls, self.is_instance, y0, self.width, f.n)
         new_ids = np.arange(f.n + 1, f.n + n + 1, dtype=np.int64)
         f.add(n, stats)
-        if self.last_cls is not None:
+        if self.last_cls is not None and len(self.buf):  # empty: no instance in the last row
             K.merge_seam(self.buf[-1], self.last_cls, labels[0], cls[0], f.parent, f.stats)
         self.last_cls = cls[-1].copy()
         self.buf = np.concatenate([self.buf, labels]) if len(self.buf) else labels

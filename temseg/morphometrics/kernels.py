@@ -272,8 +272,8 @@ def edt_squared(mask: np.ndarray) -> np.ndarray:
 @njit(cache=True, nogil=True)
 def _local_max_blobs(mask: np.ndarray, d2: np.ndarray) -> tuple[int, np.ndarray]:
     """(blobs, parent): 8-connected blobs of the pixels not lower than any 8-neighbour, and
-    a (h * w,) int64 array >= 0 exactly at those pixels. There are at least as many blobs as regional maxima (distinct
-    regional maxima never share a blob)."""
+    a (h * w,) int64 array >= 0 exactly at those pixels. There are at least as many blobs as
+    regional maxima (distinct regional maxima never share a blob)."""
     hh, ww = mask.shape
     parent = np.full(hh * ww, -1, np.int64)
     blobs = 0

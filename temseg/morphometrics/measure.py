@@ -17,13 +17,13 @@ import numpy as np
 from ..inference.slide_reader import SlideSource
 from ..labels import TEM_CLASSES, ClassTable
 from . import kernels as K
-from .instances import SplitRule, stream_instances
+from .instances import stream_instances
+from .rule import DEFAULT_BAND_ROWS, SplitRule
 from .sources import ClassReader, ProbabilityReader, open_mask
 
 __all__ = ["DEFAULT_BAND_ROWS", "MorphometricsResult", "instance_classes_of", "measure_mask",
            "table_columns"]
 
-DEFAULT_BAND_ROWS = 512
 log = logging.getLogger("temseg.morphometrics")
 
 
