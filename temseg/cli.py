@@ -1,4 +1,4 @@
-"""The ``temseg`` command line: train, evaluate, predict, export, demo, synth.
+"""The ``temseg`` command line: train, evaluate, predict, export, demo, synth, morphometrics.
 
 Argument names follow MONAI where one exists (``--roi-size``, ``--sw-batch-size``,
 ``--overlap``, ``--mode``, ``--sigma-scale``). This is the only module that parses arguments.
@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--minutes", type=float, default=4.0, help="cap on the training time")
     d.add_argument("--seed", type=int, default=0)
 
+    m = sub.add_parser("morphometrics", help="per-axon table, aggregates and diameter "
+                       "histograms of label masks (instances split at necks)")
+    from .morphometrics.command import add_arguments as morphometrics_arguments
+
+    morphometrics_arguments(m)
+
     s = sub.add_parser("synth", help="write a synthetic TEM dataset (images/ + masks/)")
     s.add_argument("out")
     s.add_argument("--n", type=int, default=4)
@@ -286,6 +292,10 @@ def _run(args: argparse.Namespace) -> int:
 
         report = run_demo(args.out, epochs=args.epochs, minutes=args.minutes, seed=args.seed)
         return 0 if report["mean_dice"] is not None else 1
+    if args.command == "morphometrics":
+        from .morphometrics.command import run_morphometrics
+
+        return run_morphometrics(args)
     if args.command == "synth":
         from .synth import write_dataset
 
