@@ -74,6 +74,27 @@ def _check_writable(path: str) -> None:
         raise ValueError(f"--out {p}: folder {parent} is not writable")
 
 
+def _morphometrics_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``temseg morphometrics``."""
+    from .morphometrics.rule import DEFAULT_BAND_ROWS, SplitRule
+
+    p.add_argument("masks", nargs="+", help="label masks (TIFF/PNG/OME-Zarr, grey values "
+                   "0/50/100/150/200), e.g. temseg predict's <stem>_mask.tif")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="pixel size in micrometres (default: from the TIFF tags; without "
+                        "one, lengths are reported in px)")
+    p.add_argument("--neck-ratio", type=float, default=SplitRule.neck_ratio,
+                   help="split touching instances at necks narrower than this fraction of "
+                        "the radius of both parts (0: never split; default %(default)s)")
+    p.add_argument("--band-rows", type=int, default=DEFAULT_BAND_ROWS,
+                   help="rows read at a time (memory; the result does not depend on it)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="add each instance's mean class probability from the "
+                        "<stem>_probabilities.tif next to its mask")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 MODEL_HELP = ("checkpoint file, training run folder, exported .onnx, TensorRT .engine or "
               "AOTInductor .pt2")
 BACKEND_CHOICES = ["auto", "torch", "onnxruntime", "tensorrt", "aoti"]
@@ -180,9 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("morphometrics", help="per-axon table, aggregates and diameter "
                        "histograms of label masks (instances split at necks)")
-    from .morphometrics.command import add_arguments as morphometrics_arguments
-
-    morphometrics_arguments(m)
+    _morphometrics_args(m)
 
     s = sub.add_parser("synth", help="write a synthetic TEM dataset (images/ + masks/)")
     s.add_argument("out")
