@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from peak_rss import sized, time_v, write_report
 
 from temseg.atomic import atomic_path
 from temseg.labels import TEM_CLASSES
@@ -51,17 +50,10 @@ def write_mask(path: Path, n: int, seed: int = 0) -> None:
 
 def run_morphometrics(mask: Path, out_dir: Path) -> dict:
     """``/usr/bin/time -v python -m temseg morphometrics ...``: peak RSS, wall, counts."""
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "temseg", "morphometrics", str(mask),
-           "--out", str(out_dir), "--no-progress", "--pixel-size", "0.005"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    if proc.returncode != 0 or rss is None:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    res = time_v([sys.executable, "-m", "temseg", "morphometrics", str(mask), "--out",
+                  str(out_dir), "--no-progress", "--pixel-size", "0.005"])
     report = json.loads((out_dir / f"{mask.stem}_morphometrics.json").read_text())
-    return {"command": " ".join(cmd[2:]), "max_rss_kb": int(rss.group(1)), "wall_s": wall,
-            "instances": report["n_instances"]}
+    return {**res, "instances": report["n_instances"]}
 
 
 def main() -> int:
@@ -79,18 +71,10 @@ def main() -> int:
             t0 = time.perf_counter()
             write_mask(mask, n)
             print(f"wrote {mask} in {time.perf_counter() - t0:.0f} s", flush=True)
-        res = run_morphometrics(mask, work / f"out_{n}")
-        res.update(size=n, mpix=n * n / 1e6, mpix_per_s=n * n / 1e6 / res["wall_s"],
-                   max_rss_mb=res["max_rss_kb"] / 1024)
+        res = sized(run_morphometrics(mask, work / f"out_{n}"), n)
         rows.append(res)
         print(json.dumps(res), flush=True)
-    report: dict = {"runs": rows}
-    if len(rows) >= 2:
-        peaks = [r["max_rss_kb"] for r in rows]
-        report["peak_ratio_max_over_min"] = max(peaks) / min(peaks)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    report = write_report(args.out, {"runs": rows})
     print("\n| mask | MPix | instances | peak RSS (MB) | wall (s) | MPix/s (wall, incl. start) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -98,7 +82,7 @@ def main() -> int:
               f"{r['max_rss_mb']:.0f} | {r['wall_s']:.1f} | {r['mpix_per_s']:.1f} |")
     if "peak_ratio_max_over_min" in report:
         print(f"peak RSS ratio (largest / smallest): {report['peak_ratio_max_over_min']:.3f}")
-    print(f"written {out}")
+    print(f"written {args.out}")
     return 0
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,12 +26,14 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+from peak_rss import sized, time_v, write_report
 
-from temseg.checkpoint import SegmentationModel, default_roi_size, save_checkpoint
+from temseg.checkpoint import SegmentationModel, save_checkpoint
 from temseg.inference import sliding_window_inference
 from temseg.inference.backends import TorchBackend
 from temseg.io.slides import open_slide
 from temseg.models import UNetConfig, build_model
+from temseg.spec import default_roi_size
 from temseg.synth import write_slide
 
 NARROW = UNetConfig(width=2, depth=2, blocks_per_stage=1, bottleneck_blocks=1, heads=1,
@@ -58,18 +58,9 @@ def make_checkpoint(path: Path) -> SegmentationModel:
 def run_predict(model_path: Path, slide: Path, out_dir: Path) -> dict:
     """``/usr/bin/time -v temseg predict ...``: peak RSS (kB), wall time (s), exit code."""
     temseg = Path(sys.executable).with_name("temseg")
-    cmd = ["/usr/bin/time", "-v", str(temseg), "predict", str(model_path), str(slide),
-           "--out", str(out_dir), "--backend", "torch", "--amp", "off",
-           "--sw-batch-size", str(BATCH),
-           "--overlap", str(OVERLAP), "--roi-size", str(ROI), "--no-progress"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    if proc.returncode != 0 or rss is None:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return {"command": " ".join(cmd[2:]), "max_rss_kb": int(rss.group(1)), "wall_s": wall,
-            "exit_code": proc.returncode}
+    return time_v([str(temseg), "predict", str(model_path), str(slide), "--out", str(out_dir),
+                   "--backend", "torch", "--amp", "off", "--sw-batch-size", str(BATCH),
+                   "--overlap", str(OVERLAP), "--roi-size", str(ROI), "--no-progress"])
 
 
 def crop_check(model: SegmentationModel, slide: Path, mask: Path, size: int) -> dict:
@@ -125,20 +116,13 @@ def main() -> int:
             write_slide(slide, n, n, seed=0, tile=512)
             print(f"wrote {slide} in {time.perf_counter() - t0:.0f} s", flush=True)
         out_dir = work / f"out_{n}"
-        res = run_predict(model_path, slide, out_dir)
-        res.update(size=n, mpix=n * n / 1e6, mpix_per_s=n * n / 1e6 / res["wall_s"],
-                   max_rss_mb=res["max_rss_kb"] / 1024)
+        res = sized(run_predict(model_path, slide, out_dir), n)
         res["crop_check"] = crop_check(model, slide, out_dir / f"slide_{n}_mask.tif", n)
         rows.append(res)
         print(json.dumps(res), flush=True)
     report = {"model": NARROW.to_dict(), "patch": PATCH, "roi_size": ROI, "overlap": OVERLAP,
               "sw_batch_size": BATCH, "torch_threads": torch.get_num_threads(), "runs": rows}
-    if len(rows) >= 2:
-        peaks = [r["max_rss_kb"] for r in rows]
-        report["peak_ratio_max_over_min"] = max(peaks) / min(peaks)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print("\n| slide | MPix | peak RSS (MB) | wall (s) | MPix/s | crop labels identical |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -148,7 +132,7 @@ def main() -> int:
               f"({c['differing_px']} of {c['compared_px']} px differ) |")
     if "peak_ratio_max_over_min" in report:
         print(f"peak RSS ratio (largest / smallest): {report['peak_ratio_max_over_min']:.3f}")
-    print(f"written {out}")
+    print(f"written {args.out}")
     return 0
 
 

@@ -103,13 +103,8 @@ BACKEND_HELP = ("runtime for the tiles; auto: the file's own for exports, else t
                 "rule, logged and recorded in the outputs)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="temseg", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--trust-checkpoint", action="store_true", help=_TRUST_HELP)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a model on DATA/images + DATA/masks")
+def _train_args(t: argparse.ArgumentParser) -> None:
+    """The options of ``temseg train``."""
     t.add_argument("data", help="folder with images/ and masks/ (same file stems)")
     t.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves)")
     t.add_argument("--epochs", type=int, default=50)
@@ -146,27 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "is none); without it a folder holding a last.pt is refused")
     t.add_argument("--no-progress", action="store_true")
 
-    e = sub.add_parser("evaluate", help="per-class Dice/IoU of a model on a labelled folder")
-    e.add_argument("model", help=MODEL_HELP)
-    e.add_argument("data", help="folder with images/ and masks/")
-    e.add_argument("--out", default=None, help="JSON report path (default: print only)")
-    e.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
-    _window_args(e)
-    _slide_args(e)
 
-    p = sub.add_parser("predict", help="segment images; writes masks and overlays")
-    p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("inputs", nargs="+", help="image files (TIFF/PNG)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
-    _window_args(p)
-    _slide_args(p)
-    p.add_argument("--probabilities", action="store_true",
-                   help="also write <stem>_probabilities.tif: (C, H, W) uint8 round(255 p)")
-    p.add_argument("--uncertainty", action="store_true",
-                   help="also write <stem>_uncertainty.tif: uint8 normalised entropy (0-255)")
-
-    x = sub.add_parser("export", help="export a model for deployment (ONNX, TensorRT, AOTI)")
+def _export_args(x: argparse.ArgumentParser) -> None:
+    """The options of ``temseg export``."""
     x.add_argument("model", help="checkpoint file or training run folder")
     x.add_argument("--format", choices=["onnx", "tensorrt", "aoti"], default="onnx",
                    help="onnx: portable graph with metadata; tensorrt: GPU engine (+ .json "
@@ -192,6 +169,38 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--workspace-gb", type=float, default=4.0, help="tensorrt workspace limit")
     x.add_argument("--no-verify", action="store_true",
                    help="skip the comparison of the export with PyTorch / ONNX Runtime")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="temseg", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=_TRUST_HELP)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _train_args(sub.add_parser("train", help="train a model on DATA/images + DATA/masks"))
+
+    e = sub.add_parser("evaluate", help="per-class Dice/IoU of a model on a labelled folder")
+    e.add_argument("model", help=MODEL_HELP)
+    e.add_argument("data", help="folder with images/ and masks/")
+    e.add_argument("--out", default=None, help="JSON report path (default: print only)")
+    e.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
+    _window_args(e)
+    _slide_args(e)
+
+    p = sub.add_parser("predict", help="segment images; writes masks and overlays")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("inputs", nargs="+", help="image files (TIFF/PNG)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
+    _window_args(p)
+    _slide_args(p)
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write <stem>_probabilities.tif: (C, H, W) uint8 round(255 p)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write <stem>_uncertainty.tif: uint8 normalised entropy (0-255)")
+
+    _export_args(sub.add_parser("export", help="export a model for deployment (ONNX, "
+                                "TensorRT, AOTI)"))
 
     d = sub.add_parser("demo", help="synthesise data, train a few minutes, segment a slide")
     d.add_argument("--out", default="temseg-demo")

@@ -413,11 +413,10 @@ def segment_slide(
     """Segment a slide of any size into a tiled BigTIFF label image, streaming.
 
     Args:
-        model_or_backend: a :class:`~temseg.checkpoint.SegmentationModel` (run with
-            ``backend``, default "torch" in fp32), a :class:`~temseg.spec.ModelSpec` with a
-            ``backend`` instance, or a backend ``(B, 1, th, tw) float32 normalised ->
-            (B, C, th, tw) float32 probabilities`` (its ``.spec`` if it has one, else
-            ``roi_size`` is required and the TEM classes / default percentiles apply).
+        model_or_backend: a SegmentationModel (run with ``backend``, default "torch" fp32),
+            a ModelSpec with a ``backend`` instance, or a backend ``(B, 1, th, tw) float32
+            normalised -> (B, C, th, tw) float32 probabilities`` (its ``.spec`` if any, else
+            ``roi_size`` is needed and the TEM classes / default percentiles apply).
         input: TIFF / BigTIFF (tiled or strip; read lazily), PNG (loaded), an (H, W) array or
             a :class:`~temseg.io.slides.SlideSource`. Non-finite pixels are an error.
         output_path: labels as a tiled BigTIFF (H, W) uint8 in the class table's grey values,
@@ -459,12 +458,13 @@ def segment_slide(
             truth, encoded = _open_truth(mask, source)
             tally = Tally(classes, truth, encoded)
         px = pixel_size_um or source.pixel_size_um
-        final: SlideOutputs | ArrayOutputs = ArrayOutputs(
-            source.shape, classes, tally, return_probs) if return_arrays else SlideOutputs(
-            _paths(mask=output_path, overlay=overlay_path, uncertainty=uncertainty_path,
-                   probabilities=probabilities_path), source.shape, classes, tally,
-            out_tile=out_tile, compression=compression, tags=tiff_tags(px, description),
-            overlay_max_side=overlay_max_side)
+        final = ArrayOutputs(source.shape, classes, tally, return_probs) if return_arrays \
+            else SlideOutputs(_paths(mask=output_path, overlay=overlay_path,
+                                     uncertainty=uncertainty_path,
+                                     probabilities=probabilities_path),
+                              source.shape, classes, tally, out_tile=out_tile,
+                              compression=compression, tags=tiff_tags(px, description),
+                              overlay_max_side=overlay_max_side)
         outputs = final
         model_shape = _resample_decision(source, px, spec, resample)
         with tempfile.TemporaryDirectory(prefix=".temseg-resample-", dir=_tmp_parent(
@@ -480,11 +480,7 @@ def segment_slide(
                                  panel_width, out_tile, queue_size, num_threads, progress)
             result = _segment(grid_source, TTABackend(predictor) if tta else predictor,
                               outputs, spec, classes.num_classes, roi, normalization, settings)
-            t = time.perf_counter()
-            result.outputs = outputs.commit()
-            result.timings["finish"] = time.perf_counter() - t
-            if model_shape is not None:
-                result.timings["resample_back"] = result.timings["finish"]
+            _commit(outputs, result)
     except BaseException:
         if outputs is not None:
             outputs.discard()
@@ -494,7 +490,22 @@ def segment_slide(
             truth.close()
         if source is not input:
             source.close()
-    seconds = time.perf_counter() - t_start
+    return _completed(result, source, tally, final, time.perf_counter() - t_start)
+
+
+def _commit(outputs: Outputs, result: SlideResult) -> None:
+    """Commit every output (timed as "finish"; "resample_back" too when resampled)."""
+    t = time.perf_counter()
+    result.outputs = outputs.commit()
+    result.timings["finish"] = time.perf_counter() - t
+    if isinstance(outputs, ResampledOutputs):
+        result.timings["resample_back"] = result.timings["finish"]
+
+
+def _completed(result: SlideResult, source: SlideSource, tally: Tally,
+               final: SlideOutputs | ArrayOutputs, seconds: float) -> SlideResult:
+    """``result`` with what is known at the end: the input's name and shape, wall time,
+    class counts, confusion matrix and in-memory arrays."""
     result.input, result.shape, result.seconds = source.name, source.shape, seconds
     result.mpix_per_s = source.size / 1e6 / max(seconds, 1e-9)
     result.class_pixels, result.confusion = tally.class_pixels, tally.confusion
