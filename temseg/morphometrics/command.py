@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..data.io import DataError
-from .rule import DEFAULT_BAND_ROWS, SplitRule
+from .rule import SplitRule
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,8 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neck-ratio", type=float, default=SplitRule.neck_ratio,
                    help="split touching instances at necks narrower than this fraction of "
                         "the radius of both parts (0: never split; default %(default)s)")
-    p.add_argument("--band-rows", type=int, default=DEFAULT_BAND_ROWS,
-                   help="rows read at a time (memory; the result does not depend on it)")
+    p.add_argument("--band-rows", type=int, default=None,
+                   help="rows read at a time (default: 2 MPix / mask width); memory only, "
+                        "the result does not depend on it")
     p.add_argument("--probabilities", action="store_true",
                    help="add each instance's mean class probability from the "
                         "<stem>_probabilities.tif next to its mask")

@@ -194,7 +194,7 @@ class _Stream:
 
 
 def stream_instances(reader: ClassReader, instance_classes: tuple[int, ...], rule: SplitRule,
-                     band_rows: int = 512, probs: ProbabilityReader | None = None,
+                     band_rows: int, probs: ProbabilityReader | None = None,
                      paint: bool = False, progress: bool = False) -> Iterator[StreamOutput]:
     """The instances of a mask, per band of ``band_rows`` rows, in completion order.
 
