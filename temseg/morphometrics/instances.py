@@ -16,7 +16,7 @@ Rule (the same in memory and streamed, so both give identical tables):
 3. **Ids** follow the raster order (row, then column) of each instance's first pixel.
 
 Memory: the band, plus the rows from the top of the tallest component still open (width x
-rows x 5 bytes), plus the table (about 120 bytes per instance).
+rows x 5 bytes), plus the table (about 300 bytes per instance).
 """
 
 from __future__ import annotations
