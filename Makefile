@@ -74,3 +74,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build temseg-demo temseg/*.so *.egg-info
+
+# GPU check (docs/gpu.md): kernels, CUDA training step and whole-slide inference on one GPU,
+# < 8 minutes; JSON in $(GPU_CHECK_OUT). No install step: on the GPU machine (no registry)
+# python3 is used as it is, after the editable build docs/gpu.md gives.
+GPU_CHECK_OUT  ?= build/gpu_check.json
+GPU_CHECK_ARGS ?=
+GPU_PYTHON     ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+.PHONY: gpu-check
+gpu-check:
+	@mkdir -p $(dir $(GPU_CHECK_OUT))
+	PYTHONUNBUFFERED=1 $(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..inference.slide_reader import SlideSource
+from ..io.slides import SlideSource
 from ..labels import TEM_CLASSES, ClassTable
 from . import kernels as K
 from .instances import stream_instances

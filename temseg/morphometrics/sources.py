@@ -1,5 +1,5 @@
 """Inputs of the morphometrics, read band by band: label masks (TIFF / BigTIFF / PNG through
-:func:`temseg.inference.slide_reader.open_slide`, OME-Zarr / Zarr arrays, in-memory arrays)
+:func:`temseg.io.slides.open_slide`, OME-Zarr / Zarr arrays, in-memory arrays)
 and class probabilities."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..data.io import DataError
-from ..inference.slide_reader import ArraySource, SlideSource, open_slide
+from ..io.slides import ArraySource, SlideSource, open_slide
 from ..labels import ClassTable
 
 __all__ = ["ClassReader", "ProbabilityReader", "ZarrSource", "open_mask"]
