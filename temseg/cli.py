@@ -76,7 +76,7 @@ def _check_writable(path: str) -> None:
 
 def _morphometrics_args(p: argparse.ArgumentParser) -> None:
     """The options of ``temseg morphometrics``."""
-    from .morphometrics.rule import DEFAULT_BAND_ROWS, SplitRule
+    from .morphometrics.rule import SplitRule
 
     p.add_argument("masks", nargs="+", help="label masks (TIFF/PNG/OME-Zarr, grey values "
                    "0/50/100/150/200), e.g. temseg predict's <stem>_mask.tif")
@@ -87,8 +87,9 @@ def _morphometrics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neck-ratio", type=float, default=SplitRule.neck_ratio,
                    help="split touching instances at necks narrower than this fraction of "
                         "the radius of both parts (0: never split; default %(default)s)")
-    p.add_argument("--band-rows", type=int, default=DEFAULT_BAND_ROWS,
-                   help="rows read at a time (memory; the result does not depend on it)")
+    p.add_argument("--band-rows", type=int, default=None,
+                   help="rows read at a time (default: 2 MPix / mask width); memory only, "
+                        "the result does not depend on it")
     p.add_argument("--probabilities", action="store_true",
                    help="add each instance's mean class probability from the "
                         "<stem>_probabilities.tif next to its mask")

@@ -296,3 +296,36 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     assert code == 1  # both fail: bad values, and no probabilities next to good_mask.tif
     assert main(["morphometrics", str(good), "--out", str(tmp_path / "o"), "--no-progress",
                  "--pixel-size", "0.05"]) == 0
+
+
+def test_peak_test_agrees_with_skimage_h_maxima() -> None:
+    """The compiled shortcut (flooding the distance map) flags a second peak exactly when
+    skimage's h-maxima of ln(d) give two or more markers, on synthetic fibres and on pairs
+    of discs of random radii and overlaps (around the neck_ratio threshold)."""
+    from skimage.morphology import local_maxima, reconstruction
+
+    from temseg.morphometrics import kernels as K
+
+    rng = np.random.default_rng(0)
+    labels = np.pad(render_labels_region(0, 0, 256, 512, seed=11), ((0, 364), (0, 0)))
+    for k in range(40):  # pairs: centre distance 1.2-2.1 x the larger radius
+        r1, r2 = rng.uniform(4, 15, 2)
+        cy, cx = 300 + 40 * (k // 8), 40 + 60 * (k % 8)
+        dist = rng.uniform(1.2, 2.1) * max(r1, r2)
+        angle = rng.uniform(0, np.pi)
+        pair = _disc((620, 512), cy, cx, r1) | _disc(
+            (620, 512), cy + dist * np.sin(angle), cx + dist * np.cos(angle), r2)
+        labels[pair] = 2
+    rule = SplitRule()
+    inst = label(np.where(np.isin(labels, (2, 3)), labels, 0), connectivity=2)
+    expected = 0
+    for p in regionprops(inst):
+        m = np.pad(p.image, 1)
+        d2 = K.edt_squared(m)
+        f = np.where(m, np.log(np.where(m, d2, 1.0)), -1.0)
+        rec = reconstruction(np.where(m, f - 2 * rule.h, -1.0), f, footprint=np.ones((3, 3)))
+        n = ndi.label(local_maxima(rec, connectivity=2, allow_borders=True) & m,
+                      np.ones((3, 3)))[1]
+        assert K.has_second_peak(m, d2, rule.h) == (n >= 2), (p.label, p.bbox, n)
+        expected += n >= 2
+    assert 10 <= expected < 40  # the random pairs straddle the threshold

@@ -35,7 +35,8 @@ def instance_labels(labels: np.ndarray, classes: ClassTable = TEM_CLASSES,
         ids: (H, W) int32 instance ids 1..N (0: no instance), raster order of first pixels.
         id_class: (N + 1,) int64 class index of each id (``id_class[0] = 0``).
     """
-    res = measure_mask(labels, classes=classes, instance_classes=instance_classes, rule=rule,
+    res = measure_mask(labels, pixel_size_um=1.0,  # units do not matter for the ids
+                       classes=classes, instance_classes=instance_classes, rule=rule,
                        indices=indices, return_labels=True)
     assert res.labels is not None
     return res.labels, np.concatenate([[0], res.table["class"]]).astype(np.int64)

@@ -16,7 +16,7 @@ Rule (the same in memory and streamed, so both give identical tables):
 3. **Ids** follow the raster order (row, then column) of each instance's first pixel.
 
 Memory: the band, plus the rows from the top of the tallest component still open (width x
-rows x 5 bytes), plus the table (about 120 bytes per instance).
+rows x 5 bytes), plus the table (about 300 bytes per instance).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ class _Stream:
 
 
 def stream_instances(reader: ClassReader, instance_classes: tuple[int, ...], rule: SplitRule,
-                     band_rows: int = 512, probs: ProbabilityReader | None = None,
+                     band_rows: int, probs: ProbabilityReader | None = None,
                      paint: bool = False, progress: bool = False) -> Iterator[StreamOutput]:
     """The instances of a mask, per band of ``band_rows`` rows, in completion order.
 

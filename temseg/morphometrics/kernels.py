@@ -299,26 +299,8 @@ def _local_max_blobs(mask: np.ndarray, d2: np.ndarray) -> tuple[int, np.ndarray]
 
 
 @njit(cache=True, nogil=True)
-def has_second_peak(mask: np.ndarray, d2: np.ndarray, h: float) -> bool:
-    """Whether the distance map has a peak other than the highest whose dynamic in
-    ln(distance) exceeds ``h`` (minus 1e-9): the component may split.
-
-    Union-find over the pixels in decreasing order of distance (a counting sort of the
-    integer squared distances); when two regions meet at level ``v``, the one with the lower
-    peak ``m`` has dynamic ln(sqrt(m)) - ln(sqrt(v)). Regions are born only at local-maximum
-    pixels, so the flooding stops once those are all in and a single region is left.
-
-    Args:
-        mask: (h, w) bool padded crop of one component.
-        d2: (h, w) float64 its squared distances (:func:`edt_squared`).
-        h: threshold in ln units (``-ln(neck_ratio)``).
-    """
-    blobs, is_max = _local_max_blobs(mask, d2)
-    n_max = 0
-    for i in range(is_max.shape[0]):
-        n_max += is_max[i] >= 0
-    if blobs < 2:  # one regional maximum: one peak
-        return False
+def _by_decreasing_distance(mask: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """Flat indices of the ``mask`` pixels by decreasing integer ``d2`` (counting sort)."""
     hh, ww = mask.shape
     top = 0
     n = 0
@@ -341,6 +323,33 @@ def has_second_peak(mask: np.ndarray, d2: np.ndarray, h: float) -> bool:
                 k = top - int(d2[y, x])
                 order[counts[k]] = y * ww + x
                 counts[k] += 1
+    return order
+
+
+@njit(cache=True, nogil=True)
+def has_second_peak(mask: np.ndarray, d2: np.ndarray, h: float) -> bool:
+    """Whether the distance map has a peak other than the highest whose dynamic in
+    ln(distance) exceeds ``h`` (minus 1e-9): the component may split.
+
+    Union-find over the pixels in decreasing order of distance (a counting sort of the
+    integer squared distances); when two regions meet at level ``v``, the one with the lower
+    peak ``m`` has dynamic ln(sqrt(m)) - ln(sqrt(v)). Regions are born only at local-maximum
+    pixels, so the flooding stops once those are all in and a single region is left.
+
+    Args:
+        mask: (h, w) bool padded crop of one component.
+        d2: (h, w) float64 its squared distances (:func:`edt_squared`).
+        h: threshold in ln units (``-ln(neck_ratio)``).
+    """
+    blobs, is_max = _local_max_blobs(mask, d2)
+    n_max = 0
+    for i in range(is_max.shape[0]):
+        n_max += is_max[i] >= 0
+    if blobs < 2:  # one regional maximum: one peak
+        return False
+    hh, ww = mask.shape
+    order = _by_decreasing_distance(mask, d2)
+    n = order.shape[0]
     flat = d2.ravel()
     parent = np.full(hh * ww, -1, np.int64)
     peak = np.zeros(hh * ww, np.float64)

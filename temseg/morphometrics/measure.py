@@ -18,10 +18,10 @@ from ..io.slides import SlideSource
 from ..labels import TEM_CLASSES, ClassTable
 from . import kernels as K
 from .instances import stream_instances
-from .rule import DEFAULT_BAND_ROWS, SplitRule
+from .rule import SplitRule, band_rows_for
 from .sources import ClassReader, ProbabilityReader, open_mask
 
-__all__ = ["DEFAULT_BAND_ROWS", "MorphometricsResult", "instance_classes_of", "measure_mask",
+__all__ = ["MorphometricsResult", "instance_classes_of", "measure_mask",
            "table_columns"]
 
 log = logging.getLogger("temseg.morphometrics")
@@ -150,7 +150,7 @@ def _sorted(props: list[np.ndarray], classes: list[np.ndarray]
 def measure_mask(mask: str | Path | np.ndarray | SlideSource, *,
                  pixel_size_um: float | None = None, classes: ClassTable = TEM_CLASSES,
                  instance_classes: tuple[str | int, ...] | None = None,
-                 rule: SplitRule | None = None, band_rows: int = DEFAULT_BAND_ROWS,
+                 rule: SplitRule | None = None, band_rows: int | None = None,
                  probabilities: str | Path | np.ndarray | None = None,
                  indices: bool | None = None, return_labels: bool = False,
                  progress: bool = False) -> MorphometricsResult:
@@ -165,7 +165,8 @@ def measure_mask(mask: str | Path | np.ndarray | SlideSource, *,
         instance_classes: classes (names or indices) whose components are instances;
             default myelinated (2) and unmyelinated (3) axons.
         rule: split rule of touching instances (default ``SplitRule()``).
-        band_rows: rows read at a time; the result does not depend on it.
+        band_rows: rows read at a time (default: 2 MPix / width, see ``band_rows_for``);
+            the result does not depend on it.
         probabilities: (C, H, W) class probabilities (float in [0, 1] or uint8 255 p) or a
             ``<stem>_probabilities.tif``: adds each instance's mean probability of its class.
         indices: the mask holds class indices (True) or grey values (False); default:
@@ -192,7 +193,8 @@ def measure_mask(mask: str | Path | np.ndarray | SlideSource, *,
         rows, row_classes, paint = [], [], []
         class_pixels = np.zeros(classes.num_classes, np.int64)
         n_split = 0
-        for out in stream_instances(reader, inst, rule or SplitRule(), band_rows, probs,
+        rows_per_band = band_rows_for(source.shape[1], band_rows)
+        for out in stream_instances(reader, inst, rule or SplitRule(), rows_per_band, probs,
                                     paint=return_labels, progress=progress):
             rows.append(out.props)
             row_classes.append(out.classes)
@@ -202,6 +204,7 @@ def measure_mask(mask: str | Path | np.ndarray | SlideSource, *,
         if probs is not None:
             probs.close()
         props, cls, order = _sorted(rows, row_classes)
+        del rows, row_classes
         if labels is not None:
             _paint(labels, paint, order)
         table, units = table_columns(props, cls, classes.names, source.shape, ps)

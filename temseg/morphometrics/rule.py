@@ -6,9 +6,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_BAND_ROWS", "SplitRule"]
+__all__ = ["BAND_PIXELS", "SplitRule", "band_rows_for"]
 
-DEFAULT_BAND_ROWS = 512
+BAND_PIXELS = 1 << 21
+"""Pixels per band by default (2 MPix: 512 rows of a 4096-px wide mask)."""
+
+
+def band_rows_for(width: int, band_rows: int | None = None) -> int:
+    """Rows per band: ``band_rows``, or by default ``BAND_PIXELS / width`` (at least 16), so
+    that the band's memory does not grow with the width either."""
+    if band_rows is not None:
+        if band_rows < 1:
+            raise ValueError(f"band_rows must be >= 1, got {band_rows}")
+        return band_rows
+    return max(16, BAND_PIXELS // max(1, width))
 
 
 @dataclass(frozen=True)
