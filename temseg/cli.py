@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("data", help="folder with images/ and masks/")
     e.add_argument("--out", default=None, help="JSON report path (default: print only)")
     e.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
+    e.add_argument("--no-instances", action="store_true",
+                   help="pixel metrics only (instance metrics hold each image's labels in "
+                        "memory)")
     _window_args(e)
     _slide_args(e)
 
@@ -199,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <stem>_probabilities.tif: (C, H, W) uint8 round(255 p)")
     p.add_argument("--uncertainty", action="store_true",
                    help="also write <stem>_uncertainty.tif: uint8 normalised entropy (0-255)")
+    p.add_argument("--morphometrics", action="store_true",
+                   help="also measure the instances of each mask (as temseg morphometrics): "
+                        "<stem>_instances.csv, <stem>_morphometrics.json, histograms")
 
     _export_args(sub.add_parser("export", help="export a model for deployment (ONNX, "
                                 "TensorRT, AOTI)"))
@@ -295,8 +301,13 @@ def _run(args: argparse.Namespace) -> int:
 
         if args.out:
             _check_writable(args.out)
-        report = _predictor(args).evaluate_folder(args.data, pixel_size_um=args.pixel_size)
+        report = _predictor(args).evaluate_folder(args.data, pixel_size_um=args.pixel_size,
+                                                  instances=not args.no_instances)
         print(format_table(report))
+        if "instances" in report:
+            from .morphometrics import format_instance_table
+
+            print(format_instance_table(report["instances"]))
         if args.out:
             write_json(args.out, report)
             print(f"report written to {args.out}")
@@ -307,7 +318,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {out}: exists and is not a folder")
         done, failed = _predictor(args).predict_files(
             args.inputs, out, probabilities=args.probabilities, uncertainty=args.uncertainty,
-            pixel_size_um=args.pixel_size)
+            morphometrics=args.morphometrics, pixel_size_um=args.pixel_size)
         print(f"{len(done)} segmented into {args.out}, {len(failed)} failed")
         for path, reason in failed:
             print(f"  FAILED {path}: {reason}", file=sys.stderr)

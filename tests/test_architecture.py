@@ -28,6 +28,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "temseg.train": ("temseg.inference", "temseg.export", "temseg.cli"),
     "temseg.spec": ("temseg.inference", "temseg.train", "temseg.export", "temseg.cli"),
     "temseg.policy": ("temseg.",),
+    "temseg.morphometrics": ("temseg.inference", "temseg.train", "temseg.export",
+                             "temseg.cli"),
 }
 # inference may use the ONNX exporter to build its cached export of a checkpoint
 ALLOWED = {("temseg.inference.backends.onnxruntime", "temseg.export.onnx")}

@@ -329,3 +329,56 @@ def test_peak_test_agrees_with_skimage_h_maxima() -> None:
         assert K.has_second_peak(m, d2, rule.h) == (n >= 2), (p.label, p.bbox, n)
         expected += n >= 2
     assert 10 <= expected < 40  # the random pairs straddle the threshold
+
+
+# ---------------------------------------------------------------- predict / evaluate wiring
+def _trained_like_model():
+    """A tiny model whose head favours the axon classes, so predictions have instances."""
+    import torch
+
+    from temseg.checkpoint import SegmentationModel
+    from temseg.models import UNetConfig, build_model
+
+    torch.manual_seed(1)
+    net = build_model(UNetConfig(width=4, depth=2, blocks_per_stage=1, bottleneck_blocks=1,
+                                 heads=1, attention=False))
+    with torch.no_grad():
+        net.head.bias.copy_(torch.tensor([0.0, -9.0, 0.3, 0.1, -9.0]))
+    return SegmentationModel(net, patch_size=32, pixel_size_um=0.005).eval()
+
+
+def test_predict_morphometrics_equals_the_command_on_its_mask(tmp_path: Path) -> None:
+    from temseg.checkpoint import save_checkpoint
+    from temseg.synth import render
+
+    save_checkpoint(tmp_path / "m.pt", _trained_like_model())
+    tifffile.imwrite(tmp_path / "img.tif", render(160, 192, seed=3)[0])
+    assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "img.tif"), "--out",
+                 str(tmp_path / "p"), "--morphometrics", "--no-progress", "--backend",
+                 "torch", "--pixel-size", "0.005"]) == 0
+    assert main(["morphometrics", str(tmp_path / "p" / "img_mask.tif"), "--out",
+                 str(tmp_path / "m"), "--pixel-size", "0.005", "--no-progress"]) == 0
+    on_the_fly = (tmp_path / "p" / "img_instances.csv").read_text()
+    assert on_the_fly == (tmp_path / "m" / "img_instances.csv").read_text()
+    assert len(on_the_fly.splitlines()) > 1
+    assert (tmp_path / "p" / "img_morphometrics.json").is_file()
+
+
+def test_evaluate_reports_instance_scores(tmp_path: Path) -> None:
+    from temseg.data import read_mask
+    from temseg.inference import Predictor
+    from temseg.synth import write_dataset
+
+    write_dataset(tmp_path / "d", n_images=2, height=160, width=160, seed=5)
+    predictor = Predictor.open(_trained_like_model(), "torch", "cpu", amp="off",
+                               progress=False)
+    report = predictor.evaluate_folder(tmp_path / "d")
+    per_image = []
+    for image in sorted((tmp_path / "d" / "images").glob("*.tif")):
+        labels = predictor.segment(tifffile.imread(image))
+        per_image.append(instance_scores(read_mask(tmp_path / "d" / "masks" / image.name),
+                                         labels))
+    assert report["instances"] == combine_instance_scores(per_image)
+    assert set(report["instances"]) == {"myelinated_axon", "unmyelinated_axon"}
+    assert report["instances"]["myelinated_axon"]["n_true"] > 0
+    assert "instances" not in predictor.evaluate_folder(tmp_path / "d", instances=False)

@@ -21,6 +21,7 @@ _WHERE = {
     "SplitRule": "rule", "write_morphometrics": "report",
     "instance_scores": "evaluate", "instance_labels": "evaluate",
     "combine_instance_scores": "evaluate", "match_instances": "evaluate",
+    "format_instance_table": "evaluate",
 }
 __all__ = sorted(_WHERE)
 

@@ -138,3 +138,18 @@ def combine_instance_scores(per_image: list[dict[str, dict]]) -> dict[str, dict]
             for k in _COUNTS:
                 acc[k] += s[k]
     return {name: _ratios(acc) for name, acc in pooled.items()}
+
+
+def format_instance_table(scores: dict[str, dict]) -> str:
+    """A plain-text per-class table of :func:`instance_scores` (or pooled scores)."""
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = [f"{'instances':<20}{'true':>7}{'pred':>7}{'prec':>7}{'recall':>7}{'F1':>7}"
+             f"{'PQ':>7}{'count err':>11}"]
+    for name, s in scores.items():
+        rel = s["count_error_relative"]
+        err = f"{s['count_error']:+d}" + ("" if rel is None else f" ({100 * rel:+.0f}%)")
+        lines.append(f"{name:<20}{s['n_true']:>7}{s['n_pred']:>7}{f(s['precision']):>7}"
+                     f"{f(s['recall']):>7}{f(s['f1']):>7}{f(s['pq']):>7}{err:>11}")
+    return "\n".join(lines)
