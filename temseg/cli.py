@@ -276,75 +276,99 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    """``temseg train``: TrainConfig from the flags, then train."""
+    from .train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data, out=args.out, epochs=args.epochs, time_limit=args.time_limit,
+        batch_size=args.batch_size, patch_size=args.patch_size,
+        patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
+        val_crop=args.val_crop,
+        val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
+        weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,
+        amp=args.amp, compile=args.compile, device=args.device,
+        num_workers=args.num_workers, threads=args.threads, progress=not args.no_progress,
+        resume=args.resume,
+        model=UNetConfig(width=args.width, depth=args.depth, heads=args.heads,
+                         attention=not args.no_attention))
+    summary = train(config)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """``temseg evaluate``: the report table(s), and JSON with --out (checked first)."""
+    from .atomic import write_json
+    from .metrics import format_table
+
+    if args.out:
+        _check_writable(args.out)
+    report = _predictor(args).evaluate_folder(args.data, pixel_size_um=args.pixel_size,
+                                              instances=not args.no_instances)
+    print(format_table(report))
+    if "instances" in report:
+        from .morphometrics import format_instance_table
+
+        print(format_instance_table(report["instances"]))
+    if args.out:
+        write_json(args.out, report)
+        print(f"report written to {args.out}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """``temseg predict``: every input segmented; exit 1 when any failed."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    done, failed = _predictor(args).predict_files(
+        args.inputs, out, probabilities=args.probabilities, uncertainty=args.uncertainty,
+        morphometrics=args.morphometrics, pixel_size_um=args.pixel_size)
+    print(f"{len(done)} segmented into {args.out}, {len(failed)} failed")
+    for path, reason in failed:
+        print(f"  FAILED {path}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``temseg export``."""
+    from .export.command import run_export
+
+    return run_export(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """``temseg demo``."""
+    from .demo import run_demo
+
+    report = run_demo(args.out, epochs=args.epochs, minutes=args.minutes, seed=args.seed)
+    return 0 if report["mean_dice"] is not None else 1
+
+
+def _morphometrics(args: argparse.Namespace) -> int:
+    """``temseg morphometrics``."""
+    from .morphometrics.command import run_morphometrics
+
+    return run_morphometrics(args)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    """``temseg synth``."""
+    from .synth import write_dataset
+
+    paths = write_dataset(args.out, n_images=args.n, height=args.size, width=args.size,
+                          seed=args.seed)
+    print(f"{len(paths)} images written to {args.out}")
+    return 0
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export,
+             "demo": _demo, "morphometrics": _morphometrics, "synth": _synth}
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "train":
-        from .train import TrainConfig, train
-
-        config = TrainConfig(
-            data=args.data, out=args.out, epochs=args.epochs, time_limit=args.time_limit,
-            batch_size=args.batch_size, patch_size=args.patch_size,
-            patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
-            val_crop=args.val_crop,
-            val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
-            weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,
-            amp=args.amp, compile=args.compile, device=args.device,
-            num_workers=args.num_workers, threads=args.threads, progress=not args.no_progress,
-            resume=args.resume,
-            model=UNetConfig(width=args.width, depth=args.depth, heads=args.heads,
-                             attention=not args.no_attention))
-        summary = train(config)
-        print(json.dumps(summary, indent=2))
-        return 0
-    if args.command == "evaluate":
-        from .atomic import write_json
-        from .metrics import format_table
-
-        if args.out:
-            _check_writable(args.out)
-        report = _predictor(args).evaluate_folder(args.data, pixel_size_um=args.pixel_size,
-                                                  instances=not args.no_instances)
-        print(format_table(report))
-        if "instances" in report:
-            from .morphometrics import format_instance_table
-
-            print(format_instance_table(report["instances"]))
-        if args.out:
-            write_json(args.out, report)
-            print(f"report written to {args.out}")
-        return 0
-    if args.command == "predict":
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out}: exists and is not a folder")
-        done, failed = _predictor(args).predict_files(
-            args.inputs, out, probabilities=args.probabilities, uncertainty=args.uncertainty,
-            morphometrics=args.morphometrics, pixel_size_um=args.pixel_size)
-        print(f"{len(done)} segmented into {args.out}, {len(failed)} failed")
-        for path, reason in failed:
-            print(f"  FAILED {path}: {reason}", file=sys.stderr)
-        return 1 if failed else 0
-    if args.command == "export":
-        from .export.command import run_export
-
-        return run_export(args)
-    if args.command == "demo":
-        from .demo import run_demo
-
-        report = run_demo(args.out, epochs=args.epochs, minutes=args.minutes, seed=args.seed)
-        return 0 if report["mean_dice"] is not None else 1
-    if args.command == "morphometrics":
-        from .morphometrics.command import run_morphometrics
-
-        return run_morphometrics(args)
-    if args.command == "synth":
-        from .synth import write_dataset
-
-        paths = write_dataset(args.out, n_images=args.n, height=args.size, width=args.size,
-                              seed=args.seed)
-        print(f"{len(paths)} images written to {args.out}")
-        return 0
-    raise AssertionError(args.command)
-
+    return _COMMANDS[args.command](args)
 
 if __name__ == "__main__":
     sys.exit(main())
