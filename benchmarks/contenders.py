@@ -361,19 +361,19 @@ def slide_monai(net: ResUNet, src: str | Path, dst: str | Path, cfg: BenchConfig
 
 def temseg_slide_entry() -> str:
     """The temseg whole-slide entry point measured."""
-    return "temseg.inference.slide.segment_slide (TIFF to TIFF, streaming)"
+    return "temseg.inference.Predictor.segment_slide (TIFF to TIFF, streaming)"
 
 
-def slide_temseg(backend: Callable[[torch.Tensor], torch.Tensor], src: str | Path,
-                 dst: str | Path, cfg: BenchConfig) -> Path:
-    """temseg's whole-slide path (``segment_slide``): the slide is read band by band, tiles
-    are extracted, normalised and blended (gaussian, overlap 0.25) by the C++ tiler around
-    ``backend``; no overlay, no progress bar."""
-    from temseg.inference.slide import segment_slide
+def slide_temseg(backend: Any, src: str | Path, dst: str | Path, cfg: BenchConfig) -> Path:
+    """temseg's whole-slide path (the Predictor over ``segment_slide``): the slide is read
+    band by band, tiles are extracted, normalised and blended (gaussian, overlap 0.25) by the
+    C++ tiler around ``backend``; no overlay, no progress bar."""
+    from temseg.inference import Predictor, SlidingWindowInferer
 
-    segment_slide(backend, Path(src), Path(dst), roi_size=cfg.tile, sw_batch_size=cfg.sw_batch,
-                  overlap=cfg.overlap, mode="gaussian", num_threads=cfg.threads,
-                  progress=False)
+    window = SlidingWindowInferer(cfg.tile, cfg.sw_batch, cfg.overlap, "gaussian")
+    predictor = Predictor(backend, window, progress=False,
+                          slide_options={"num_threads": cfg.threads})
+    predictor.segment_slide(Path(src), Path(dst))
     return Path(dst)
 
 

@@ -24,25 +24,11 @@ from typing import Any
 import pytest
 import torch
 
+from temseg.inference.backends.aoti import AotiBackend
+
 from .contenders import BenchConfig, annotate, slide_temseg, write_test_slide
 
 BACKENDS = ("torch", "torch-bf16", "torch.compile", "onnxruntime", "aoti")
-
-
-class _AotiBackend:
-    """An AOTInductor package (softmax embedded) as a tiler backend."""
-
-    name = "aoti"
-    num_classes = 5
-
-    def __init__(self, path: Path) -> None:
-        from temseg.export.aoti import load_aoti
-
-        self.run = load_aoti(path)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.run(batch.contiguous())
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +67,7 @@ def _backend(name: str, net: torch.nn.Module, cfg: BenchConfig, folder: Path) ->
 
         path = export_aoti(model, folder / "model.pt2", softmax=True, sample_tile=cfg.tile,
                            max_batch=cfg.sw_batch, dynamic_tiles=False)
-        backend = _AotiBackend(path)
+        backend = AotiBackend(path)
     backend(torch.zeros(cfg.sw_batch, 1, cfg.tile, cfg.tile))
     return backend, time.perf_counter() - t0
 

@@ -87,7 +87,10 @@ class Predictor:
         """The tile size used: the window's, else the model's."""
         return self.window.roi(self.spec.roi_size)
 
-    def _run(self, input: Any, output_path: Path | None = None, **kw: Any) -> SlideResult:
+    def segment_slide(self, input: Any, output_path: str | Path | None = None,
+                      **kw: Any) -> SlideResult:
+        """:func:`~temseg.inference.slide.segment_slide` of ``input`` with this predictor's
+        backend and settings into explicit output paths (``kw``: its other keywords)."""
         w = self.window
         return segment_slide(
             self.spec, input, output_path, backend=self.backend, roi_size=self.roi(),
@@ -101,7 +104,7 @@ class Predictor:
                 ) -> SlideResult:
         """An in-memory (H, W) image: ``result.labels`` (H, W) uint8 and, with
         ``probabilities``, ``result.probs`` (C, H, W) float32 (``mask``: class indices)."""
-        return self._run(image, return_arrays=True, return_probs=probabilities,
+        return self.segment_slide(image, return_arrays=True, return_probs=probabilities,
                          pixel_size_um=pixel_size_um, mask=mask, progress=False)
 
     def segment(self, image: np.ndarray, pixel_size_um: float | None = None) -> np.ndarray:
@@ -123,7 +126,7 @@ class Predictor:
         paths = output_paths(out_dir, path.stem, overlay=overlay, probabilities=probabilities,
                              uncertainty=uncertainty)
         clean_stale_parts(paths)
-        result = self._run(path, paths["mask"], overlay_path=paths.get("overlay"),
+        result = self.segment_slide(path, paths["mask"], overlay_path=paths.get("overlay"),
                            probabilities_path=paths.get("probabilities"),
                            uncertainty_path=paths.get("uncertainty"),
                            pixel_size_um=pixel_size_um, mask=mask)
@@ -167,7 +170,7 @@ class Predictor:
         ``"instances_per_image"``); they hold each image's labels in memory (~6 bytes/px)."""
         matrices, scores = {}, {}
         for image_path, mask_path in find_pairs(data_dir):
-            result = self._run(image_path, mask=mask_path, pixel_size_um=pixel_size_um,
+            result = self.segment_slide(image_path, mask=mask_path, pixel_size_um=pixel_size_um,
                                return_arrays=instances)
             matrices[image_path.stem] = result.confusion
             if instances:
