@@ -263,7 +263,8 @@ class ResampledOutputs:
         kinds = {"mask"} | (final.kinds & {"uncertainty", "probabilities"})
         paths = {k: tmp_dir / f"{k}.tif" for k in kinds}
         if isinstance(final, SlideOutputs) and "overlay" in final.paths:
-            paths["overlay"] = tmp_dir / "overlay.png"
+            paths["overlay"] = tmp_dir / "overlay.png"  # the thumbnail of the model's grid
+            final.thumbnail = None
         self.inner = SlideOutputs(paths, model_shape, final.classes, Tally(final.classes),
                                   **spool_kwargs)
         self.needs_probs = self.inner.needs_probs
@@ -299,9 +300,7 @@ class ResampledOutputs:
         final = self.final
         staged = Staged()
         try:
-            thumbnail, final.thumbnail = final.thumbnail, None
             final.stage(staged)
-            final.thumbnail = thumbnail
             os.replace(overlay, staged.path("overlay", final.paths["overlay"]))
             return staged.commit()
         finally:
