@@ -84,6 +84,9 @@ def _morphometrics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
                    help="pixel size in micrometres (default: from the TIFF tags; without "
                         "one, lengths are reported in px)")
+    p.add_argument("--min-pixels", type=int, default=SplitRule.min_pixels,
+                   help="instances of fewer pixels are fragments, left out (default "
+                        "%(default)s; 0 keeps all)")
     p.add_argument("--neck-ratio", type=float, default=SplitRule.neck_ratio,
                    help="split touching instances at necks narrower than this fraction of "
                         "the radius of both parts (0: never split; default %(default)s)")

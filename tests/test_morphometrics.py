@@ -73,7 +73,8 @@ def test_components_match_regionprops() -> None:
     """Without splitting, instances are the 8-connected same-class components, measured as
     regionprops measures them (ids in raster order, as skimage.measure.label numbers)."""
     cls = _blobs((160, 210), seed=1)
-    res = measure_mask(cls, pixel_size_um=0.5, rule=SplitRule(neck_ratio=0), band_rows=23)
+    res = measure_mask(cls, pixel_size_um=0.5, rule=SplitRule(neck_ratio=0, min_pixels=0),
+                       band_rows=23)
     inst = np.where(np.isin(cls, (2, 3)), cls, 0)
     ref = label(inst, connectivity=2, background=0)
     assert ref.max() > 20
@@ -145,6 +146,25 @@ def test_hand_drawn_counts_and_touching_pairs() -> None:
     assert agg["myelinated_axon"]["density_per_mm2"] == pytest.approx(8 / mm2)
     assert res.aggregates["area_fractions"]["blood_vessel"] == pytest.approx(
         (cls == 1).mean())
+
+
+def test_fragments_below_min_pixels_are_no_instances() -> None:
+    """Specks (a 3x3 and a 7x9 fibre fragment) are left out by the default rule, in the
+    table, the counts, the label image and the instance scores; min_pixels=0 keeps them."""
+    cls = _hand_drawn()
+    specks = cls.copy()
+    specks[190:193, 100:103] = 2
+    specks[80:87, 60:69] = 3
+    res = measure_mask(specks, pixel_size_um=0.1, return_labels=True)
+    ref = measure_mask(cls, pixel_size_um=0.1)
+    assert res.n_instances == ref.n_instances == 12
+    assert res.labels is not None and res.labels[190:193, 100:103].max() == 0
+    kept = measure_mask(specks, pixel_size_um=0.1, rule=SplitRule(min_pixels=0))
+    assert kept.n_instances == 14
+    scores = instance_scores(cls, specks)
+    assert scores["unmyelinated_axon"]["fp"] == 0 and scores["myelinated_axon"]["fp"] == 0
+    with pytest.raises(ValueError, match="min_pixels"):
+        SplitRule(min_pixels=-1)
 
 
 @pytest.mark.parametrize("band_rows", [1, 7, 64])

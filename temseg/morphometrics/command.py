@@ -25,7 +25,7 @@ def run_morphometrics(args: Any) -> int:
     from .measure import measure_mask
     from .report import write_morphometrics
 
-    rule = SplitRule(args.neck_ratio)
+    rule = SplitRule(args.neck_ratio, args.min_pixels)
     failed = []
     for mask in args.masks:
         try:

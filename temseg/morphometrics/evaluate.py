@@ -146,10 +146,10 @@ def format_instance_table(scores: dict[str, dict]) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     lines = [f"{'instances':<20}{'true':>7}{'pred':>7}{'prec':>7}{'recall':>7}{'F1':>7}"
-             f"{'PQ':>7}{'count err':>11}"]
+             f"{'PQ':>7}{'count err':>12}"]
     for name, s in scores.items():
         rel = s["count_error_relative"]
         err = f"{s['count_error']:+d}" + ("" if rel is None else f" ({100 * rel:+.0f}%)")
         lines.append(f"{name:<20}{s['n_true']:>7}{s['n_pred']:>7}{f(s['precision']):>7}"
-                     f"{f(s['recall']):>7}{f(s['f1']):>7}{f(s['pq']):>7}{err:>11}")
+                     f"{f(s['recall']):>7}{f(s['f1']):>7}{f(s['pq']):>7} {err:>11}")
     return "\n".join(lines)

@@ -13,7 +13,8 @@ Rule (the same in memory and streamed, so both give identical tables):
    is cut at a neck whose half-width is below ``neck_ratio`` times the peak half-width
    (radius) of each part it joins; then a watershed of ``-d`` from the markers within the
    component (8-connectivity). One marker: the component is one instance.
-3. **Ids** follow the raster order (row, then column) of each instance's first pixel.
+3. **Fragments**: instances of fewer than ``SplitRule.min_pixels`` pixels are dropped.
+4. **Ids** follow the raster order (row, then column) of each instance's first pixel.
 
 Memory: the band, plus the rows from the top of the tallest component still open (width x
 rows x 5 bytes), plus the table (about 300 bytes per instance).
@@ -189,8 +190,11 @@ class _Stream:
                     paint.append((cy0, cx0, m))
             rows.append(extra)
             row_classes.append(np.full(len(masks), c, np.uint8))
-        return StreamOutput(np.concatenate(rows), np.concatenate(row_classes),
-                            np.zeros(0, np.int64), paint, n_split)
+        props, classes = np.concatenate(rows), np.concatenate(row_classes)
+        keep = props[:, K.P_AREA] >= self.rule.min_pixels  # fragments are no instances
+        if self.paint:
+            paint = [p for p, k in zip(paint, keep, strict=True) if k]
+        return StreamOutput(props[keep], classes[keep], np.zeros(0, np.int64), paint, n_split)
 
 
 def stream_instances(reader: ClassReader, instance_classes: tuple[int, ...], rule: SplitRule,
