@@ -402,3 +402,19 @@ def test_evaluate_reports_instance_scores(tmp_path: Path) -> None:
     assert set(report["instances"]) == {"myelinated_axon", "unmyelinated_axon"}
     assert report["instances"]["myelinated_axon"]["n_true"] > 0
     assert "instances" not in predictor.evaluate_folder(tmp_path / "d", instances=False)
+
+
+def test_parquet_table_equals_the_csv(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    res = measure_mask(render_labels_region(0, 0, 300, 300, seed=1), pixel_size_um=0.01)
+    out = write_morphometrics(res, tmp_path, "x")
+    header, rows = _read_csv(out["csv"])
+    table = pq.read_table(out["parquet"]).to_pydict()
+    assert list(table) == header and len(rows) == res.n_instances > 0
+    for j, name in enumerate(header):
+        got = table[name]
+        for row, value in zip(rows, got, strict=True):
+            if isinstance(value, float):
+                assert float(row[j]) == pytest.approx(value, rel=1e-6, abs=1e-9)
+            else:
+                assert str(row[j]) == str(value) or float(row[j]) == float(value)
