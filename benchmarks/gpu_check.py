@@ -13,11 +13,12 @@ Sections, run in this order, each a list of cases with one result row per case
 * ``loss``: the fused Dice/CE statistics, their gradient and the whole loss, likewise;
 * ``attention_speed`` / ``loss_speed``: ``triton.testing.do_bench`` medians against SDPA
   (flash), the baseline and MONAI, with the FLOP/byte/exp floor of this card;
-* ``train``: the default model's training step (bf16 autocast, eager and ``torch.compile``,
-  Triton kernels vs the torch reference ops): steps/s and peak memory, then a short fit on
-  phantoms whose weights the slide section uses;
+* ``train``: the default model's eager training step (bf16 autocast, Triton kernels vs the
+  torch reference ops): steps/s and peak memory, then a short fit on phantoms whose weights the
+  slide section uses;
 * ``slide``: ``segment_slide`` through the C++ tiler on CUDA: MPix/s on a whole slide, labels
   against the CPU fp32 path on a crop;
+* ``train_compile``: the same training step under ``torch.compile`` (last: compiling is slow);
 * ``deploy``: what this check cannot run, named as skipped with the reason.
 
 Outputs are poisoned: while a kernel under test runs, every uninitialised tensor is filled
@@ -842,31 +843,35 @@ def _train_batches(ctx: Ctx, count: int = 8) -> list[tuple[torch.Tensor, torch.T
     return batches
 
 
-def train_cases(ctx: Ctx) -> Iterator[Case]:
-    batches = _train_batches(ctx)
-    results: dict[Any, Any] = {}
-
+def _variant_case(ctx: Ctx, kernels: str, compiled: bool, results: dict[Any, Any]) -> Case:
     s = ctx.sizes
+    if "batches" not in ctx.state:
+        ctx.state["batches"] = _train_batches(ctx)
+    mode = "compile" if compiled else "eager"
+    label = f"{mode}+{'Triton' if kernels == 'triton' else 'torch'}"
+    name = f"step {mode} + {'Triton kernels' if kernels == 'triton' else 'torch reference ops'}"
     group = (f"steps/s, batch {s.train_batch}x{s.train_size}^2, "
              f"{'bf16 autocast' if ctx.cuda else 'fp32'}")
+    fn = functools.partial(_train_variant, ctx, ctx.state["batches"], kernels, compiled, results)
+    return name, grouped(fn, group, label)
 
-    def variant(kernels: str, compiled: bool) -> Case:
-        mode = "compile" if compiled else "eager"
-        label = f"{mode}+{'Triton' if kernels == 'triton' else 'torch'}"
-        name = f"step {mode} + {'Triton kernels' if kernels == 'triton' else 'torch reference ops'}"
-        fn = functools.partial(_train_variant, ctx, batches, kernels, compiled, results)
-        return name, grouped(fn, group, label)
 
-    yield variant("torch", False)
-    yield variant("triton", False)
+def train_cases(ctx: Ctx) -> Iterator[Case]:
+    """Eager steps, their agreement, and the fit whose weights the slide section uses (the
+    compiled steps come after the slide section: compiling is the slowest part)."""
+    results: dict[Any, Any] = {}
+    yield _variant_case(ctx, "torch", False, results)
+    yield _variant_case(ctx, "triton", False, results)
     yield "first step: Triton vs torch ops (eager)", functools.partial(
         _train_agreement, results)
-    # before the compiled variants, so that the slide section gets fitted weights even when
-    # compiling runs into the section's time guard
     yield "fit on phantoms (eager+Triton; slide weights)", functools.partial(
-        _train_fit, ctx, batches, results)
-    yield variant("torch", True)
-    yield variant("triton", True)
+        _train_fit, ctx, ctx.state["batches"], results)
+
+
+def train_compile_cases(ctx: Ctx) -> Iterator[Case]:
+    results: dict[Any, Any] = {}
+    yield _variant_case(ctx, "torch", True, results)
+    yield _variant_case(ctx, "triton", True, results)
 
 
 def _train_variant(ctx: Ctx, batches: list, kernels: str, compiled: bool,
@@ -1088,8 +1093,9 @@ SECTIONS: tuple[tuple[str, Callable[[Ctx], Iterable[Case]], float], ...] = (
     ("loss", loss_cases, 45.0),
     ("attention_speed", attention_speed_cases, 60.0),
     ("loss_speed", loss_speed_cases, 25.0),
-    ("train", train_cases, 150.0),
+    ("train", train_cases, 75.0),
     ("slide", slide_cases, 90.0),
+    ("train_compile", train_compile_cases, 130.0),
     ("deploy", deploy_cases, 10.0),
 )
 SECTION_NAMES = tuple(name for name, _, _ in SECTIONS)
@@ -1098,8 +1104,8 @@ LIMITS = {name: limit for name, _, limit in SECTIONS}
 # in a kernel that never ran on a GPU before) or a hang costs only the rest of its group: the
 # rows written before it stay, and the next group starts on a fresh CUDA context. The dry run
 # uses one worker for every section.
-GROUPS = (("env", "attention"), ("loss",), ("attention_speed", "loss_speed"), ("train", "slide"),
-          ("deploy",))
+GROUPS = (("env", "attention"), ("loss",), ("attention_speed", "loss_speed"),
+          ("train", "slide", "train_compile"), ("deploy",))
 GRACE_S = 60.0  # past a group's limits before its worker is killed (a compile is not cut short)
 
 
@@ -1201,7 +1207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the same code paths on the CPU with tiny sizes (no GPU needed)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="time budget of the whole run; sections left when it is spent are "
-                        "skipped (default 420 on CUDA, 150 for a dry run)")
+                        "skipped (default 440 on CUDA, 150 for a dry run)")
     p.add_argument("--seed", type=int, default=None,
                    help="base seed (default: random on CUDA, recorded in the JSON; 0 dry run)")
     p.add_argument("--only", default="", help=f"comma-separated sections of {SECTION_NAMES}")
@@ -1242,7 +1248,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(only) - set(SECTION_NAMES)
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTION_NAMES}")
-    budget = args.budget_s if args.budget_s is not None else (150.0 if args.dry_run else 420.0)
+    budget = args.budget_s if args.budget_s is not None else (150.0 if args.dry_run else 440.0)
     if args.seed is None:
         args.seed = 0 if args.dry_run else secrets.randbelow(2**31)
     t_start, t_end = time.perf_counter(), time.time() + budget - 5.0
