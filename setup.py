@@ -1,7 +1,7 @@
 """Build script for temseg: setuptools + CMake (pybind11 module ``temseg._C``).
 
 Metadata and dependencies live in pyproject.toml; this file only adds the CMake-built
-extension and the package layout (``kernels/`` is installed as ``temseg.kernels``).
+extension (the packages are the tree under ``temseg/``).
 
 Environment knobs:
     TEMSEG_BUILD_TYPE   CMake build type (default Release)
@@ -85,23 +85,8 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "--build", ".", *build_args], cwd=build_temp, check=True)
 
 
-def _packages() -> tuple[list[str], dict[str, str]]:
-    """temseg.* packages plus kernels/** installed as temseg.kernels.*."""
-    packages = find_packages(where=str(ROOT), include=["temseg", "temseg.*"])
-    package_dir: dict[str, str] = {}
-    kernels = ROOT / "kernels"
-    if (kernels / "__init__.py").is_file():
-        package_dir["temseg.kernels"] = "kernels"
-        packages.append("temseg.kernels")
-        packages += [f"temseg.kernels.{p}" for p in find_packages(where=str(kernels))]
-    return sorted(set(packages)), package_dir
-
-
-PACKAGES, PACKAGE_DIR = _packages()
-
 setup(
-    packages=PACKAGES,
-    package_dir=PACKAGE_DIR,
+    packages=find_packages(where=str(ROOT), include=["temseg", "temseg.*"]),
     ext_modules=[CMakeExtension("temseg._C", sourcedir=str(ROOT))],
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,

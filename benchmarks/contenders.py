@@ -12,12 +12,11 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tifffile
 import torch
 import torch.nn.functional as F
@@ -241,7 +240,7 @@ def loss_impls() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 class TemsegTrainStep:
     """One step of :func:`temseg.train.loop.train` as its run-time policy sets it up: model and
     batches in channels-last memory format, ``torch.compile`` when ``compile`` (the loop's
-    ``--compile on``; the CPU default is off), AMP as :func:`temseg.train.policy.choose_precision`
+    ``--compile on``; the CPU default is off), AMP as :func:`temseg.policy.choose_precision`
     decides, temseg's DiceCELoss, AdamW with the loop's parameter groups, gradient clipping.
 
     Call with x (B, 1, H, W) float32 and y (B, H, W) int64; returns the loss as a float.
@@ -250,7 +249,7 @@ class TemsegTrainStep:
     def __init__(self, net: nn.Module, compile: bool = False, amp: str = "auto",
                  lr: float = 2e-3, weight_decay: float = 1e-4, lambda_dice: float = 0.5) -> None:
         from temseg.losses import DiceCELoss
-        from temseg.train.policy import choose_compile, choose_precision
+        from temseg.policy import choose_compile, choose_precision
 
         self.device = torch.device("cpu")
         self.net = net.train().to(memory_format=torch.channels_last)
@@ -306,7 +305,7 @@ def make_train_step(contender: str, width: int, seed: int = 0,
     if contender == "temseg+compile":
         return TemsegTrainStep(net, compile=True, amp=amp)
     if contender == "temseg+other-amp":
-        from temseg.train.policy import choose_precision
+        from temseg.policy import choose_precision
 
         chosen = choose_precision(torch.device("cpu"), "auto")
         return TemsegTrainStep(net, compile=False, amp="bf16" if chosen.dtype is None else "off")
@@ -360,71 +359,22 @@ def slide_monai(net: ResUNet, src: str | Path, dst: str | Path, cfg: BenchConfig
     return Path(dst)
 
 
-class _Rows:
-    """``image[y0:y1]`` row-band access to a lazily read slide (what ``stream_segment``
-    needs)."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self.shape = tuple(source.shape)
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        return self.source.read(rows.start or 0, rows.stop if rows.stop is not None
-                                else self.shape[0])
-
-
-def _bands_to_tiff(dst: Path, shape: tuple[int, int], bands: Iterator[Any]) -> None:
-    """Write the label bands of ``stream_segment`` as a uint8 TIFF."""
-    labels = np.empty(shape, dtype=np.uint8)
-    for band in bands:
-        labels[band.row0 : band.row1] = band.labels
-    tifffile.imwrite(dst, TEM_CLASSES.decode(labels), compression="zlib")
-
-
 def temseg_slide_entry() -> str:
-    """Which temseg whole-slide entry point this checkout has."""
-    try:
-        from temseg.inference.slide import segment_slide  # noqa: F401
-    except ImportError:
-        return "temseg._tiling.stream_segment (slide read lazily, labels kept in memory)"
+    """The temseg whole-slide entry point measured."""
     return "temseg.inference.slide.segment_slide (TIFF to TIFF, streaming)"
 
 
 def slide_temseg(backend: Callable[[torch.Tensor], torch.Tensor], src: str | Path,
                  dst: str | Path, cfg: BenchConfig) -> Path:
-    """temseg's whole-slide path: the slide is read band by band, tiles are extracted,
-    normalised and blended (gaussian, overlap 0.25) by the C++ tiler around ``backend``.
+    """temseg's whole-slide path (``segment_slide``): the slide is read band by band, tiles
+    are extracted, normalised and blended (gaussian, overlap 0.25) by the C++ tiler around
+    ``backend``; no overlay, no progress bar."""
+    from temseg.inference.slide import segment_slide
 
-    Uses ``temseg.inference.slide.segment_slide`` when the checkout has it, else
-    ``temseg._tiling.stream_segment`` over a lazily read TIFF.
-    """
-    src, dst = Path(src), Path(dst)
-    try:
-        from temseg.inference.slide import segment_slide
-    except ImportError:
-        segment_slide = None
-    if segment_slide is not None:
-        return _segment_slide_call(segment_slide, backend, src, dst, cfg)
-    from temseg._tiling import stream_segment
-    from temseg.inference.slide_reader import open_slide
-
-    with open_slide(src) as source:
-        offset, scale = Normalization().affine(source)
-        bands = stream_segment(_Rows(source), cfg.tile, backend, NUM_CLASSES,
-                               overlap=cfg.overlap, mode="gaussian", batch_size=cfg.sw_batch,
-                               offset=offset, scale=scale, labels=True,
-                               num_threads=cfg.threads)
-        _bands_to_tiff(dst, tuple(source.shape), bands)
-    return dst
-
-
-def _segment_slide_call(segment_slide: Callable[..., Any], backend: Any, src: Path, dst: Path,
-                        cfg: BenchConfig) -> Path:
-    """``segment_slide`` with the benchmark's window settings (no overlay, no progress bar)."""
-    segment_slide(backend, src, dst, roi_size=cfg.tile, sw_batch_size=cfg.sw_batch,
+    segment_slide(backend, Path(src), Path(dst), roi_size=cfg.tile, sw_batch_size=cfg.sw_batch,
                   overlap=cfg.overlap, mode="gaussian", num_threads=cfg.threads,
                   progress=False)
-    return dst
+    return Path(dst)
 
 
 def make_backend(name: str, net: ResUNet, onnx_path: str | Path | None = None) -> Any:

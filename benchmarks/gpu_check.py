@@ -653,9 +653,8 @@ def _speed_dtype(ctx: Ctx) -> torch.dtype:
 
 
 def attention_speed_cases(ctx: Ctx) -> Iterator[Case]:
-    from temseg.kernels import attention
-
     from benchmarks.baseline import explicit_attention
+    from temseg.kernels import attention
 
     def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return attention(q, k, v, backend=ctx.kernel_backend)
@@ -706,9 +705,8 @@ def _attention_speed(ctx: Ctx, fn: Callable, shape: tuple[int, int, int, int],
 
 
 def loss_speed_cases(ctx: Ctx) -> Iterator[Case]:
-    from temseg.kernels import dice_ce_loss, dice_ce_loss_reference
-
     from benchmarks.baseline import BaselineDiceCELoss
+    from temseg.kernels import dice_ce_loss, dice_ce_loss_reference
 
     kw = {"batch": True, "lambda_dice": 0.5}
     impls: dict[str, Callable | None] = {
@@ -804,7 +802,6 @@ class TrainStep:
         from unittest import mock
 
         from temseg.kernels import dice_ce_loss
-
         from temseg.models import blocks
 
         autocast = (torch.autocast(self.device.type, dtype=self.amp) if self.amp

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from temseg.predict import evaluate_files
 
 from temseg import load_model
 from temseg.data import find_pairs, group_of, read_image
-from temseg.inference.resample import ResampledSource
-from temseg.inference.slide_reader import ArraySource
-from temseg.predict import evaluate_files
+from temseg.io.resample import ResampledSource
+from temseg.io.slides import ArraySource
 
 
 def rescaled_copy(data: Path, groups: list[str], factor: float, out: Path) -> int:

@@ -32,7 +32,7 @@ import torch
 from temseg.checkpoint import SegmentationModel, default_roi_size, save_checkpoint
 from temseg.inference import sliding_window_inference
 from temseg.inference.backends import TorchBackend
-from temseg.inference.slide_reader import open_slide
+from temseg.io.slides import open_slide
 from temseg.models import UNetConfig, build_model
 from temseg.synth import write_slide
 

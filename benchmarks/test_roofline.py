@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from temseg.train.policy import cpu_has_native_bf16
+from temseg.policy import cpu_has_native_bf16
 
 from .contenders import BenchConfig, annotate
 from .roofline import flop_breakdown

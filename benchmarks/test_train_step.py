@@ -2,7 +2,7 @@
 
 The baseline: fp32 eager, contiguous NCHW, explicit attention, one-hot Dice loss. temseg: its
 training loop's step as its run-time policy sets it up on this machine (channels-last, AMP only
-where :func:`temseg.train.policy.choose_precision` turns it on; the policy's choice is recorded
+where :func:`temseg.policy.choose_precision` turns it on; the policy's choice is recorded
 in the row), eager as the CPU default and with ``torch.compile`` (``--compile on``). All start
 from the same weights and see the same batch. One more row runs temseg eager with the AMP
 setting the policy did not choose (its run-time bf16 probe decides), so the table shows what that

@@ -1,4 +1,4 @@
-"""The ``temseg`` command line: train, evaluate, predict, export, demo, synth.
+"""The ``temseg`` command line: train, evaluate, predict, export, demo, synth, morphometrics.
 
 Argument names follow MONAI where one exists (``--roi-size``, ``--sw-batch-size``,
 ``--overlap``, ``--mode``, ``--sigma-scale``). This is the only module that parses arguments.
@@ -7,9 +7,12 @@ Argument names follow MONAI where one exists (``--roi-size``, ``--sw-batch-size`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from .models import UNetConfig
@@ -21,7 +24,7 @@ def _window_args(p: argparse.ArgumentParser) -> None:
                    help="tile side in pixels (default: twice the model's training patch size)")
     g.add_argument("--sw-batch-size", type=int, default=4, help="tiles per model call")
     g.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction")
-    g.add_argument("--mode", choices=["gaussian", "constant"], default="gaussian",
+    g.add_argument("--mode", choices=["gaussian", "constant", "cosine"], default="gaussian",
                    help="blending of overlapping tiles")
     g.add_argument("--sigma-scale", type=float, default=0.125,
                    help="gaussian sigma as a fraction of the tile size")
@@ -47,23 +50,63 @@ def _slide_args(p: argparse.ArgumentParser) -> None:
                         "ones blurs them and measured worse)")
 
 
-def _window(args: argparse.Namespace):
-    from .predict import WindowSettings
+def _predictor(args: argparse.Namespace):
+    """The Predictor of ``temseg predict`` / ``evaluate``: MODEL opened once."""
+    from .inference import Predictor, SlidingWindowInferer
 
-    return WindowSettings(args.roi_size, args.sw_batch_size, args.overlap, args.mode,
-                          args.sigma_scale)
+    if args.pixel_size is not None and not args.pixel_size > 0:
+        raise ValueError(f"--pixel-size must be a positive number of micrometres, got "
+                         f"{args.pixel_size}")
+    window = SlidingWindowInferer(args.roi_size, args.sw_batch_size, args.overlap, args.mode,
+                                  args.sigma_scale)
+    return Predictor.open(args.model, args.backend, args.device, amp=args.amp,
+                          window=window, tta=args.tta, resample=args.resample,
+                          progress=not args.no_progress)
 
 
-def _load(args: argparse.Namespace):
-    from .checkpoint import load_model
-    from .train.policy import choose_device
+def _check_writable(path: str) -> None:
+    """Fail before any work when a report cannot be written to ``path``."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"--out {p}: is a folder; give a file name for the JSON report")
+    parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {p}: folder {parent} is not writable")
 
-    return load_model(args.model, choose_device(args.device))
+
+def _morphometrics_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``temseg morphometrics``."""
+    from .morphometrics.rule import DEFAULT_BAND_ROWS, SplitRule
+
+    p.add_argument("masks", nargs="+", help="label masks (TIFF/PNG/OME-Zarr, grey values "
+                   "0/50/100/150/200), e.g. temseg predict's <stem>_mask.tif")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="pixel size in micrometres (default: from the TIFF tags; without "
+                        "one, lengths are reported in px)")
+    p.add_argument("--neck-ratio", type=float, default=SplitRule.neck_ratio,
+                   help="split touching instances at necks narrower than this fraction of "
+                        "the radius of both parts (0: never split; default %(default)s)")
+    p.add_argument("--band-rows", type=int, default=DEFAULT_BAND_ROWS,
+                   help="rows read at a time (memory; the result does not depend on it)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="add each instance's mean class probability from the "
+                        "<stem>_probabilities.tif next to its mask")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+MODEL_HELP = ("checkpoint file, training run folder, exported .onnx, TensorRT .engine or "
+              "AOTInductor .pt2")
+BACKEND_CHOICES = ["auto", "torch", "onnxruntime", "tensorrt", "aoti"]
+BACKEND_HELP = ("runtime for the tiles; auto: the file's own for exports, else torch in bf16 on "
+                "CPUs with bf16 units, fp32 onnxruntime on other CPUs, torch on GPUs (a fixed "
+                "rule, logged and recorded in the outputs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="temseg", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=_TRUST_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on DATA/images + DATA/masks")
@@ -99,27 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last.pt")
+                   help="continue the run in --out from its last.pt (starts afresh when there "
+                        "is none); without it a folder holding a last.pt is refused")
     t.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("evaluate", help="per-class Dice/IoU of a model on a labelled folder")
-    e.add_argument("model", help="checkpoint file or training run folder")
+    e.add_argument("model", help=MODEL_HELP)
     e.add_argument("data", help="folder with images/ and masks/")
     e.add_argument("--out", default=None, help="JSON report path (default: print only)")
-    e.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                   default="auto", help="runtime for the tiles (as for predict)")
+    e.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     _window_args(e)
     _slide_args(e)
 
     p = sub.add_parser("predict", help="segment images; writes masks and overlays")
-    p.add_argument("model", help="checkpoint file or training run folder")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("inputs", nargs="+", help="image files (TIFF/PNG)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                   default="auto",
-                   help="runtime for the tiles (default auto: onnxruntime on the CPU, where it "
-                        "is faster, else torch). MODEL may also be an exported .onnx file "
-                        "(onnxruntime) or a TensorRT .engine (tensorrt)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     _window_args(p)
     _slide_args(p)
     p.add_argument("--probabilities", action="store_true",
@@ -160,12 +199,40 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--minutes", type=float, default=4.0, help="cap on the training time")
     d.add_argument("--seed", type=int, default=0)
 
+    m = sub.add_parser("morphometrics", help="per-axon table, aggregates and diameter "
+                       "histograms of label masks (instances split at necks)")
+    _morphometrics_args(m)
+
     s = sub.add_parser("synth", help="write a synthetic TEM dataset (images/ + masks/)")
     s.add_argument("out")
     s.add_argument("--n", type=int, default=4)
     s.add_argument("--size", type=int, default=768)
     s.add_argument("--seed", type=int, default=0)
+    for name in ("train", "evaluate", "predict", "export", "demo"):  # also after the command
+        sub.choices[name].add_argument("--trust-checkpoint", action="store_true",
+                                       default=argparse.SUPPRESS, help=_TRUST_HELP)
     return parser
+
+
+_TRUST_HELP = ("load checkpoints with full unpickling, which can run code stored in them: only "
+               "for older checkpoints from a source you trust (same as TEMSEG_TRUST_CHECKPOINT=1)")
+
+
+@contextlib.contextmanager
+def _trusting(trust: bool) -> Iterator[None]:
+    """``--trust-checkpoint``: TEMSEG_TRUST_CHECKPOINT=1 for the duration of the command."""
+    from .checkpoint import TRUST_ENV
+
+    old = os.environ.get(TRUST_ENV)
+    if trust:
+        os.environ[TRUST_ENV] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(TRUST_ENV, None)
+        else:
+            os.environ[TRUST_ENV] = old
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,22 +240,30 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from .data import DataError
+    from .train import TrainingError
 
     try:
-        return _run(args)
-    except (DataError, FileNotFoundError, ValueError) as exc:
+        with _trusting(args.trust_checkpoint):
+            return _run(args)
+    except (DataError, FileNotFoundError, ValueError) as exc:  # bad input: nothing was done
         print(f"temseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (TrainingError, OSError, RuntimeError) as exc:  # the run failed
+        from .inference.backends.tensorrt import TensorRTUnavailable
+
+        if isinstance(exc, TensorRTUnavailable):  # no TensorRT / CUDA here
+            print(f"temseg {args.command}: error: {exc}", file=sys.stderr)
+            return 3
+        if not isinstance(exc, (TrainingError, OSError)):
+            raise
+        print(f"temseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .train import TrainConfig, train
 
-        out = Path(args.out)
-        if (out / "last.pt").exists() and not args.resume:
-            raise ValueError(f"{out} already holds a run (last.pt): pass --resume to continue "
-                             "it, or choose another --out")
         config = TrainConfig(
             data=args.data, out=args.out, epochs=args.epochs, time_limit=args.time_limit,
             batch_size=args.batch_size, patch_size=args.patch_size,
@@ -198,6 +273,7 @@ def _run(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,
             amp=args.amp, compile=args.compile, device=args.device,
             num_workers=args.num_workers, threads=args.threads, progress=not args.no_progress,
+            resume=args.resume,
             model=UNetConfig(width=args.width, depth=args.depth, heads=args.heads,
                              attention=not args.no_attention))
         summary = train(config)
@@ -206,30 +282,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from .atomic import write_json
         from .metrics import format_table
-        from .predict import evaluate_files
 
-        report = evaluate_files(_load(args), args.data, _window(args),
-                                progress=not args.no_progress, backend=args.backend,
-                                tta=args.tta, pixel_size_um=args.pixel_size,
-                                resample=args.resample, amp=args.amp)
+        if args.out:
+            _check_writable(args.out)
+        report = _predictor(args).evaluate_folder(args.data, pixel_size_um=args.pixel_size)
         print(format_table(report))
         if args.out:
             write_json(args.out, report)
             print(f"report written to {args.out}")
         return 0
     if args.command == "predict":
-        from .inference.backends import open_for_predict
-        from .predict import predict_files
-        from .train.policy import choose_device
-
-        model, backend = open_for_predict(args.model, args.backend, choose_device(args.device),
-                                          amp=args.amp)
-        done, failed = predict_files(model, args.inputs, args.out, _window(args),
-                                     progress=not args.no_progress, backend=backend,
-                                     tta=args.tta, probabilities=args.probabilities,
-                                     uncertainty=args.uncertainty,
-                                     pixel_size_um=args.pixel_size,
-                                     resample=args.resample)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out}: exists and is not a folder")
+        done, failed = _predictor(args).predict_files(
+            args.inputs, out, probabilities=args.probabilities, uncertainty=args.uncertainty,
+            pixel_size_um=args.pixel_size)
         print(f"{len(done)} segmented into {args.out}, {len(failed)} failed")
         for path, reason in failed:
             print(f"  FAILED {path}: {reason}", file=sys.stderr)
@@ -243,6 +311,10 @@ def _run(args: argparse.Namespace) -> int:
 
         report = run_demo(args.out, epochs=args.epochs, minutes=args.minutes, seed=args.seed)
         return 0 if report["mean_dice"] is not None else 1
+    if args.command == "morphometrics":
+        from .morphometrics.command import run_morphometrics
+
+        return run_morphometrics(args)
     if args.command == "synth":
         from .synth import write_dataset
 

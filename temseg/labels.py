@@ -35,8 +35,12 @@ class ClassTable:
         """Grey values on disk (H, W) -> class indices (H, W) uint8.
 
         Raises ValueError naming ``source`` and the unexpected values when the mask holds a value
-        that is not in the table.
+        that is not in the table, or NaN/inf (with the first position).
         """
+        if mask.dtype.kind == "f" and not np.isfinite(mask).all():
+            row, col = np.argwhere(~np.isfinite(mask))[0][-2:]
+            raise ValueError(f"{source}: mask has non-finite values (NaN or inf), the first at "
+                             f"(row, col) ({row}, {col}): {mask[..., row, col].ravel()[0]}")
         lut = np.full(max(int(mask.max(initial=0)), max(self.values)) + 1, 255, dtype=np.uint8)
         for i, v in enumerate(self.values):
             lut[v] = i

@@ -25,7 +25,6 @@ axon incl. its myelin sheath (100), 3 unmyelinated axon (150), 4 Schwann cell (2
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 from collections.abc import Iterator
@@ -975,13 +974,3 @@ def write_slide(path: str | Path, height: int, width: int, seed: int = 0,
                      compression=compression, **_tiff_kwargs(cfg))
     return Path(path)
 
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Write synthetic TEM nerve phantoms.")
-    parser.add_argument("out_dir")
-    parser.add_argument("--n", type=int, default=4)
-    parser.add_argument("--size", type=int, default=768)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    for p in write_dataset(args.out_dir, args.n, args.size, args.size, args.seed):
-        print(p)

@@ -16,8 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` without `python -m`: the repo root is not on the path
     sys.path.insert(0, str(ROOT))
 
-from temseg.kernels import attention_math, dice_ce_loss_reference  # noqa: E402
-
 from benchmarks.baseline import (  # noqa: E402
     BaselineResUNet,
     BaselineSelfAttention2d,
@@ -29,6 +27,7 @@ from benchmarks.baseline import (  # noqa: E402
     tile_loop_probabilities,
 )
 from benchmarks.summary import summarize  # noqa: E402
+from temseg.kernels import attention_math, dice_ce_loss_reference  # noqa: E402
 from temseg.losses import DiceCELoss  # noqa: E402
 from temseg.models import UNetConfig, build_model  # noqa: E402
 

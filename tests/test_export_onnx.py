@@ -19,17 +19,18 @@ pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscr
 from temseg.checkpoint import SegmentationModel, save_checkpoint  # noqa: E402
 from temseg.cli import main  # noqa: E402
 from temseg.data.normalize import Normalization  # noqa: E402
-from temseg.export import ModelInfo, export_onnx, onnx_op_types, read_onnx_metadata  # noqa: E402
+from temseg.export import export_onnx, onnx_op_types  # noqa: E402
 from temseg.export.tensorrt import TENSORRT_10_ONNX_OPS, unsupported_ops  # noqa: E402
+from temseg.inference import Predictor  # noqa: E402
 from temseg.inference.backends import (  # noqa: E402
     OnnxRuntimeBackend,
     default_backend,
-    inference_amp,
     make_backend,
-    open_for_predict,
+    open_backend,
 )
 from temseg.models import UNetConfig, build_model  # noqa: E402
-from temseg.train.policy import choose_precision  # noqa: E402
+from temseg.policy import choose_precision  # noqa: E402
+from temseg.spec import ModelSpec, read_onnx_metadata  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEM_IMAGES = sorted((REPO.parent / "shared" / "data" / "tem-mouse-cc" / "images").glob("*.tif"))
@@ -107,10 +108,10 @@ def test_metadata_round_trip(exported: Path, model: SegmentationModel):
     assert flat["temseg.output"] == "logits"
     # the inference tile every runtime defaults to (C++ Segmenter, TensorRT profiles, predict)
     assert info.roi_size == model.roi_size == 128 and flat["temseg.roi_size"] == "128"
-    assert ModelInfo.from_flat(flat) == info
+    assert ModelSpec.from_flat(flat) == info
     older = json.loads(flat["temseg.metadata"])
     del older["roi_size"]  # exports written before the key: same default
-    assert ModelInfo.from_flat({**flat, "temseg.metadata": json.dumps(older)}) == info
+    assert ModelSpec.from_flat({**flat, "temseg.metadata": json.dumps(older)}) == info
 
 
 def test_onnxruntime_matches_torch_on_random_tiles(exported: Path, model: SegmentationModel):
@@ -191,23 +192,18 @@ def test_onnxruntime_backend_applies_softmax_to_logit_exports(exported: Path,
         ref = model(x).softmax(1)
     assert probs.shape == (3, 5, 64, 64) and probs.dtype == torch.float32
     assert (probs - ref).abs().max() < 1e-5
-    assert make_backend("onnxruntime", model, path=exported).num_classes == 5
+    assert open_backend(exported, "onnxruntime").num_classes == 5
 
 
 def test_default_backend_is_onnxruntime_on_cpu_unless_bf16_pays():
-    assert default_backend("cpu") == "onnxruntime"  # fp32 (amp off)
+    assert default_backend("cpu", amp="off") == "onnxruntime"  # fp32
     assert default_backend("cuda") == "torch"
     bf16 = choose_precision(torch.device("cpu"), "auto").dtype == torch.bfloat16
     assert default_backend("cpu", amp="auto") == ("torch" if bf16 else "onnxruntime")
     assert default_backend("cpu", amp="bf16") == "torch"
 
 
-def test_inference_amp_and_bf16_torch_backend(model: SegmentationModel):
-    assert inference_amp("cpu", "off") == (None, "fp32")
-    assert inference_amp("cpu", "bf16")[0] == torch.bfloat16
-    assert inference_amp("cpu", "auto")[0] == choose_precision(torch.device("cpu"), "auto").dtype
-    with pytest.raises(ValueError, match="amp must be one of"):
-        inference_amp("cpu", "fp8")
+def test_bf16_torch_backend(model: SegmentationModel):
     fp32 = make_backend("torch", model, amp="off")
     bf16 = make_backend("torch", model, amp="bf16")
     assert (fp32.name, bf16.name) == ("torch", "torch-bf16")
@@ -241,13 +237,36 @@ def test_predict_onnxruntime_backend_matches_torch(checkpoint: Path, exported_so
     assert (a != b).mean() < 1e-4, f"{int((a != b).sum())} pixels differ"
 
 
-def test_open_for_predict_checks_backend_and_file(exported: Path, tmp_path: Path):
-    info, backend = open_for_predict(exported, "auto")
-    assert isinstance(info, ModelInfo) and backend.name == "onnxruntime"
+def test_open_backend_checks_backend_and_file(exported: Path, tmp_path: Path):
+    backend = open_backend(exported, "auto")
+    assert isinstance(backend.spec, ModelSpec) and backend.name == "onnxruntime"
     with pytest.raises(ValueError, match="onnxruntime"):
-        open_for_predict(exported, "torch")
+        open_backend(exported, "torch")
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
-        open_for_predict(tmp_path / "missing.onnx", "onnxruntime")
+        open_backend(tmp_path / "missing.onnx", "onnxruntime")
+
+
+def test_evaluate_an_onnx_export_gives_the_checkpoints_dice(checkpoint: Path,
+                                                           exported_softmax: Path,
+                                                           tmp_path: Path):
+    """`temseg evaluate model.onnx DATA` works, with the Dice of the checkpoint it came
+    from (fp32 torch and ONNX Runtime differ only at float32 near-ties)."""
+    from temseg.synth import write_dataset
+
+    data = write_dataset(tmp_path / "synth", n_images=2, height=192, width=160, seed=4)
+    assert data
+    reports = {}
+    for name, model, extra in (("torch", checkpoint, ["--backend", "torch", "--amp", "off"]),
+                               ("onnx", exported_softmax, [])):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", str(model), str(tmp_path / "synth"), "--roi-size", "64",
+                     "--no-progress", "--out", str(out), *extra]) == 0
+        reports[name] = json.loads(out.read_text())
+    assert reports["onnx"]["backend"] == "onnxruntime"
+    assert reports["torch"]["backend"] == "torch"
+    assert reports["onnx"]["mean_dice"] == pytest.approx(reports["torch"]["mean_dice"], abs=1e-4)
+    predictor = Predictor.open(exported_softmax, progress=False)
+    assert predictor.spec == read_onnx_metadata(exported_softmax)
 
 
 def test_export_rejects_old_opsets_and_bad_tiles(model: SegmentationModel, tmp_path: Path):

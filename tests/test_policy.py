@@ -1,35 +1,78 @@
+"""The device / precision policy is a fixed rule of the hardware's features."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from temseg.train import policy
+from temseg import policy
+from temseg.inference import backends
+
+AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
+AVX512_BF16 = AVX2 | {"avx512f", "avx512_bf16", "avx512_vnni"}
+AMX = AVX2 | {"avx512f", "amx_bf16", "amx_int8", "amx_tile"}
 
 
-def test_amp_off_on_cpus_without_bf16(monkeypatch):
-    monkeypatch.setattr(policy, "cpu_has_native_bf16", lambda: False)
+@pytest.fixture
+def cpu(monkeypatch):
+    def set_flags(flags: frozenset[str]) -> None:
+        monkeypatch.setattr(policy, "cpu_flags", lambda: flags)
+
+    return set_flags
+
+
+@pytest.mark.parametrize("flags,dtype", [(AVX2, None), (AVX512_BF16, torch.bfloat16),
+                                         (AMX, torch.bfloat16)])
+def test_amp_follows_the_cpu_features(cpu, flags, dtype):
+    cpu(flags)
     p = policy.choose_precision(torch.device("cpu"))
-    assert p.dtype is None and "AVX2" in p.reason
+    assert p.dtype is dtype
+    assert p.name == ("fp32" if dtype is None else "bf16")
 
 
-@pytest.mark.parametrize("speedup,expect", [(0.2, None), (1.0, None), (1.8, torch.bfloat16)])
-def test_amp_follows_measured_bf16_speed(monkeypatch, speedup, expect):
-    monkeypatch.setattr(policy, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(policy, "cpu_bf16_speedup", lambda: speedup)
-    assert policy.choose_precision(torch.device("cpu")).dtype is expect
+def test_amp_off_on_avx2_says_why(cpu):
+    cpu(AVX2)
+    assert "no native bf16" in policy.choose_precision(torch.device("cpu")).reason
 
 
-def test_forced_and_disabled_amp():
+def test_vnni_flag(cpu):
+    cpu(AVX2)
+    assert not policy.cpu_has_vnni()
+    cpu(AVX512_BF16)
+    assert policy.cpu_has_vnni()
+
+
+def test_forced_and_disabled_amp(cpu):
+    cpu(AVX2)
     assert policy.choose_precision(torch.device("cpu"), "bf16").dtype is torch.bfloat16
+    cpu(AMX)
     assert policy.choose_precision(torch.device("cpu"), "off").dtype is None
+    with pytest.raises(ValueError, match="amp must be"):
+        policy.inference_precision("cpu", "fast")
+
+
+def test_the_rule_does_not_time_anything(cpu, monkeypatch):
+    """Same answer however slow the machine is: no clock is read."""
+    import time
+
+    def no_clock() -> float:
+        raise AssertionError("the precision rule must not time anything")
+
+    monkeypatch.setattr(time, "perf_counter", no_clock)
+    monkeypatch.setattr(time, "time", no_clock)
+    cpu(AVX512_BF16)
+    assert policy.inference_precision("cpu", "auto").dtype is torch.bfloat16
+
+
+@pytest.mark.parametrize("flags,expect", [(AVX2, "onnxruntime"), (AVX512_BF16, "torch")])
+def test_default_backend_rule(cpu, flags, expect):
+    """Without bf16 units the fastest exact path (fp32 ONNX Runtime); with them torch-bf16."""
+    cpu(flags)
+    assert backends.default_backend("cpu", "auto") == expect
+    assert backends.default_backend("cpu", "off") == "onnxruntime"
 
 
 def test_compile_policy():
     assert policy.choose_compile(torch.device("cpu"))[0] is False
     assert policy.choose_compile(torch.device("cuda"))[0] is True
     assert policy.choose_compile(torch.device("cpu"), "on")[0] is True
-
-
-def test_bf16_speed_probe_returns_a_ratio():
-    r = policy.cpu_bf16_speedup()
-    assert 0.01 < r < 100

@@ -1,4 +1,4 @@
-"""Resampling inputs to the model's pixel size (temseg.inference.resample, segment_slide)."""
+"""Resampling inputs to the model's pixel size (temseg.io.resample, segment_slide)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 from temseg.checkpoint import SegmentationModel, save_checkpoint
 from temseg.cli import main
-from temseg.inference.resample import ResampledSource, resampled_shape
 from temseg.inference.slide import segment_slide
-from temseg.inference.slide_reader import ArraySource, open_slide
+from temseg.io.resample import ResampledSource, resampled_shape
+from temseg.io.slides import ArraySource, open_slide
 from temseg.metrics import confusion_matrix
 from temseg.models import UNetConfig, build_model
 from temseg.synth import render

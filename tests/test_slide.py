@@ -14,15 +14,14 @@ from PIL import Image
 from temseg.checkpoint import SegmentationModel, save_checkpoint
 from temseg.cli import main
 from temseg.data import DataError, load_dataset
-from temseg.inference import sliding_window_inference
+from temseg.inference import Predictor, SlidingWindowInferer, sliding_window_inference
 from temseg.inference.backends import TorchBackend
 from temseg.inference.slide import plan_panels, segment_slide
-from temseg.inference.slide_reader import RowWindow, open_slide
 from temseg.inference.tta import TTABackend
+from temseg.io.slides import RowWindow, open_slide
 from temseg.labels import TEM_CLASSES
 from temseg.metrics import confusion_matrix
 from temseg.models import UNetConfig, build_model
-from temseg.predict import WindowSettings, evaluate, evaluate_files, predict_files, segment
 from temseg.synth import render, write_slide
 
 ROI = 64
@@ -102,7 +101,7 @@ def test_streamed_labels_equal_in_memory(kind: str, panel_width: int, model, bac
 def test_same_labels_as_segment(model, image, tmp_path: Path) -> None:
     """Default torch backend, in-memory array input: same labels as predict.segment."""
     res = segment_slide(model, image, tmp_path / "m.tif", sw_batch_size=4, progress=False)
-    ref = segment(model, image, WindowSettings(sw_batch_size=4))
+    ref = in_memory_probs(TorchBackend(model), model, image, batch=4).argmax(0)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "m.tif"), TEM_CLASSES.decode(ref))
     assert res.shape == image.shape and res.tiles > 0 and res.mpix_per_s > 0
 
@@ -162,9 +161,9 @@ def test_batch_reports_bad_file_and_continues(model, image, tmp_path: Path) -> N
     truncated.write_bytes(data[: len(data) // 2])
     png = write_input("png", image, tmp_path)
     out = tmp_path / "out"
-    done, failed = predict_files(model, [good, bad, truncated, png], out,
-                                 WindowSettings(sw_batch_size=4), progress=False,
-                                 uncertainty=True)
+    predictor = Predictor.open(model, "torch", "cpu", amp="off", progress=False,
+                               window=SlidingWindowInferer(sw_batch_size=4))
+    done, failed = predictor.predict_files([good, bad, truncated, png], out, uncertainty=True)
     assert [p.name for p in done] == ["tiled_mask.tif", "image_mask.tif"]
     assert [p for p, _ in failed] == [bad, truncated]
     assert all(str(p) in reason for p, reason in failed)
@@ -208,13 +207,15 @@ def test_tta_undoes_each_transform(shape: tuple[int, ...]) -> None:
 
 
 def test_evaluate_streaming_equals_in_memory(model, blocks: Path) -> None:
-    window = WindowSettings(sw_batch_size=4)
-    report = evaluate_files(model, blocks, window, progress=False, backend="torch")
+    predictor = Predictor.open(model, "torch", "cpu", amp="off", progress=False,
+                               window=SlidingWindowInferer(sw_batch_size=4))
+    report = predictor.evaluate_folder(blocks)
     samples = load_dataset(blocks)
-    cm = sum(confusion_matrix(segment(model, s.image, window), s.labels, 5) for s in samples)
+    cm = sum(confusion_matrix(in_memory_probs(predictor.backend, model, s.image, 4).argmax(0),
+                              s.labels, 5) for s in samples)
     np.testing.assert_array_equal(np.asarray(report["confusion_matrix"]), cm)
     assert set(report["images"]) == {s.name for s in samples}
-    again = evaluate(model, samples, window, progress=False)
+    again = predictor.evaluate_samples(samples)
     assert again["confusion_matrix"] == report["confusion_matrix"]
 
 
@@ -273,3 +274,31 @@ def test_cli_predict_with_options(model, image, tmp_path: Path) -> None:
         "tiled_mask.tif", "tiled_overlay.png", "tiled_probabilities.tif",
         "tiled_uncertainty.tif"]
     assert tifffile.imread(out / "tiled_probabilities.tif").shape == (5, *image.shape)
+
+
+def test_same_command_gives_byte_identical_outputs_under_load(model, image, tmp_path: Path
+                                                               ) -> None:
+    """Same input, model and machine: byte-identical masks (and the precision recorded),
+    also while another process loads every core (the backend / precision rule reads the
+    CPU's features, never a clock)."""
+    import json
+    import subprocess
+    import sys
+
+    path = write_input("tiled", image, tmp_path)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, model)
+    args = ["predict", str(ckpt), str(path), "--roi-size", str(ROI), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    finally:
+        for h in hogs:
+            h.kill()
+    a, b = (tmp_path / d / "tiled_mask.tif" for d in "ab")
+    assert a.read_bytes() == b.read_bytes()
+    with tifffile.TiffFile(a) as tif:
+        desc = json.loads(tif.pages[0].description)
+    assert desc["temseg"]["precision"] in ("fp32", "bf16")
+    assert desc["temseg"]["backend"]

@@ -81,7 +81,8 @@ def test_tensorrt_module_type_checks_against_tensorrt_stubs(tmp_path: Path):
         "ignore_errors = True\n")
     env = {"MYPYPATH": str(stubs), "PATH": "/usr/bin:/bin"}
     cmd = [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir",
-           str(tmp_path / "cache"), "temseg/export/tensorrt.py"]
+           str(tmp_path / "cache"), "temseg/export/tensorrt.py",
+           "temseg/inference/backends/tensorrt.py"]
     # The stubs are really used: a wrong call into them must be an error.
     bad = tmp_path / "bad.py"
     bad.write_text("import tensorrt as trt\n"
@@ -140,6 +141,30 @@ def test_export_tensorrt_without_cuda_says_so_and_fails(tmp_path: Path, capsys):
         trt_export.TensorRTRunner(tmp_path / "m.engine")
 
 
+def test_evaluate_with_an_engine_reaches_the_tensorrt_runtime(tmp_path: Path, monkeypatch):
+    """`temseg evaluate m.engine DATA --backend tensorrt` opens the engine through the
+    TensorRT backend (here: TensorRTUnavailable without CUDA, raised by the runtime)."""
+    from temseg.inference.backends import tensorrt as trt_backend
+    from temseg.spec import ModelSpec, write_sidecar
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not an engine")
+    write_sidecar(engine, ModelSpec.from_model(SegmentationModel(build_model(
+        UNetConfig(width=4, heads=1)), patch_size=32)))
+    reached = []
+    real = trt_backend.TensorRTRunner.__init__
+
+    def spy(self, path, device="cuda"):
+        reached.append(Path(path))
+        real(self, path, device)
+
+    monkeypatch.setattr(trt_backend.TensorRTRunner, "__init__", spy)
+    if REASON is None:
+        pytest.skip("a GPU host runs the real engine tests below")
+    code = main(["evaluate", str(engine), str(tmp_path), "--backend", "tensorrt"])
+    assert code != 0 and reached == [engine]
+
+
 def test_stub_only_tensorrt_counts_as_missing():
     if shutil.which("nvidia-smi") or torch.cuda.is_available():
         pytest.skip("GPU host")
@@ -179,7 +204,7 @@ def test_fp16_onnx_for_strongly_typed_builds(tmp_path: Path):
 # ----------------------------------------------------------------------------- GPU hosts
 @needs_tensorrt
 def test_build_engine_and_compare_with_onnxruntime(tmp_path: Path):
-    from temseg.inference.backends import open_for_predict
+    from temseg.inference.backends import open_backend
 
     model = _small_model()
     cache = tmp_path / "timing.cache"
@@ -191,7 +216,7 @@ def test_build_engine_and_compare_with_onnxruntime(tmp_path: Path):
     fp32 = trt_export.export_tensorrt(model, tmp_path / "f.engine", tile_sizes=[64],
                                       batch=(1, 2, 4), precision="fp32", timing_cache=cache)
     assert fp32["vs_onnxruntime"]["max_abs_prob"] < 1e-3
-    info, backend = open_for_predict(tmp_path / "m.engine", "tensorrt", "cuda")
+    backend = open_backend(tmp_path / "m.engine", "tensorrt", "cuda")
     out = backend(torch.randn(3, 1, 128, 128))
     assert out.shape == (3, 5, 128, 128) and out.device.type == "cpu"
     with pytest.raises(ValueError, match="optimisation profile"):

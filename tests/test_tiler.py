@@ -9,8 +9,7 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
 from temseg import _C
-from temseg._tiling import stream_segment
-from temseg.inference import sliding_window_inference
+from temseg.inference import segment_slide, sliding_window_inference
 
 
 def monai_origins(h: int, w: int, roi: tuple[int, int], overlap: float) -> np.ndarray:
@@ -141,27 +140,27 @@ def test_accumulator_streaming_equals_in_memory() -> None:
         np.testing.assert_allclose(ref_p[c], img * (c + 1) - c, rtol=1e-5, atol=1e-5)
 
 
-def test_stream_segment_matches_sliding_window() -> None:
+def test_streaming_slide_matches_sliding_window() -> None:
+    """The slide pipeline (panels, fixed normalisation) blends exactly what the in-memory
+    sliding window blends: the same tile loop (temseg.inference.tiles)."""
     rng = np.random.default_rng(3)
     img = (rng.random((300, 90)) * 255).astype(np.uint8)
 
     def predictor(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, x.flip(-1), -x, x.roll(2, -2)], 1)
+        return torch.cat([x, x.flip(-1), -x, x.roll(2, -2), x * 0.5], 1)
 
-    bands = list(stream_segment(img, 48, predictor, 4, overlap=0.5, batch_size=3, offset=100,
-                                scale=0.01, labels=True, probs=True))
-    assert bands[0].row0 == 0 and bands[-1].row1 == 300
-    assert all(a.row1 == b.row0 for a, b in zip(bands, bands[1:], strict=False))
-    probs = np.concatenate([b.probs for b in bands], 1)
+    res = segment_slide(predictor, img, None, roi_size=48, overlap=0.5, sw_batch_size=3,
+                        normalization=(100, 0.01), return_arrays=True, return_probs=True,
+                        progress=False, panel_width=32, out_tile=32)
+    assert res.panels == 3
     x = (torch.from_numpy(img).float()[None, None] - 100) * 0.01
     ref = sliding_window_inference(x, 48, 3, predictor, overlap=0.5)[0].numpy()
-    np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-6)
-    labels = np.concatenate([b.labels for b in bands], 0)
-    np.testing.assert_array_equal(labels, probs.argmax(0))
-    small = list(stream_segment(img[:5, :7], 16, predictor, 4, offset=100, scale=0.01,
-                                probs=True, pad_mode="reflect"))
+    np.testing.assert_allclose(res.probs, ref, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(res.labels, res.probs.argmax(0))
+    small = segment_slide(predictor, img[:5, :7], None, roi_size=16, normalization=(100, 0.01),
+                          return_arrays=True, return_probs=True, progress=False)
     ref_s = sliding_window_inference(x[..., :5, :7], 16, 1, predictor, padding_mode="reflect")
-    np.testing.assert_allclose(small[0].probs, ref_s[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(small.probs, ref_s[0].numpy(), atol=1e-6)
 
 
 def test_bad_inputs_raise_value_error() -> None:

@@ -62,7 +62,7 @@ def test_resume_equals_uninterrupted(blocks: Path, tmp_path: Path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             train(tiny_config(blocks, resumed, epochs=2))
     assert read_checkpoint(resumed / "last.pt")["train_state"]["epoch"] == 1
-    train(tiny_config(blocks, resumed, epochs=2))  # picks up last.pt
+    train(tiny_config(blocks, resumed, epochs=2, resume=True))  # picks up last.pt
     a = read_checkpoint(straight / "last.pt")["state_dict"]
     b = read_checkpoint(resumed / "last.pt")["state_dict"]
     for k in a:

@@ -1,6 +1,15 @@
 """Data: readers, the label remap, normalisation, patch sampling and augmentation."""
 
-from .io import DataError, Sample, find_pairs, group_of, load_dataset, read_image, read_mask
+from .io import (
+    DataError,
+    Sample,
+    check_finite,
+    find_pairs,
+    group_of,
+    load_dataset,
+    read_image,
+    read_mask,
+)
 from .normalize import Normalization
 from .patches import Augment, CenterCropDataset, PatchDataset, center_crop, pad_to
 
@@ -12,6 +21,7 @@ __all__ = [
     "PatchDataset",
     "Sample",
     "center_crop",
+    "check_finite",
     "find_pairs",
     "group_of",
     "load_dataset",

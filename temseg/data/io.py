@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from PIL import Image
 from ..labels import TEM_CLASSES, ClassTable
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+
+log = logging.getLogger("temseg.data")
 
 
 class DataError(ValueError):
@@ -118,6 +121,16 @@ def read_image(path: str | Path) -> tuple[np.ndarray, float | None]:
     raise DataError(f"{path}: unsupported pixel type {arr.dtype}")
 
 
+def check_finite(image: np.ndarray, source: str | Path) -> np.ndarray:
+    """``image`` itself, or DataError naming ``source`` and the first (row, col) holding NaN or
+    inf. Integer images are always finite."""
+    if image.dtype.kind in "fc" and not np.isfinite(image).all():
+        row, col = (int(i) for i in np.argwhere(~np.isfinite(image))[0][-2:])
+        raise DataError(f"{source}: image has non-finite pixels (NaN or inf), the first at "
+                        f"(row, col) ({row}, {col}): {image[..., row, col].ravel()[0]}")
+    return image
+
+
 def read_mask(path: str | Path, classes: ClassTable = TEM_CLASSES) -> np.ndarray:
     """Read a mask file and remap its grey values to class indices: (H, W) uint8.
 
@@ -144,7 +157,8 @@ def _images_in(folder: Path) -> dict[str, Path]:
 def find_pairs(data_dir: str | Path) -> list[tuple[Path, Path]]:
     """Pair ``DATA/images/X.*`` with ``DATA/masks/X.*`` by stem.
 
-    Raises DataError when a folder is missing or empty or an image has no mask.
+    Raises DataError when a folder is missing or empty or an image has no mask; a mask without
+    an image is ignored with a warning naming it.
     """
     data_dir = Path(data_dir)
     img_dir, mask_dir = data_dir / "images", data_dir / "masks"
@@ -154,6 +168,8 @@ def find_pairs(data_dir: str | Path) -> list[tuple[Path, Path]]:
     images, masks = _images_in(img_dir), _images_in(mask_dir)
     if not images:
         raise DataError(f"{img_dir}: no images (*.tif, *.tiff, *.png)")
+    for stem in sorted(set(masks) - set(images)):
+        log.warning("%s: mask without an image in %s: ignored", masks[stem], img_dir)
     missing = sorted(set(images) - set(masks))
     if missing:
         raise DataError(f"{mask_dir}: no mask for image(s) {', '.join(missing[:5])}"
@@ -172,10 +188,12 @@ def group_of(stem: str) -> str:
 
 
 def load_dataset(data_dir: str | Path, classes: ClassTable = TEM_CLASSES) -> list[Sample]:
-    """Load every image/mask pair of ``DATA`` into memory, checking sizes and label values."""
+    """Load every image/mask pair of ``DATA`` into memory, checking sizes, label values and that
+    the pixels are finite (DataError naming the file otherwise)."""
     samples = []
     for img_path, mask_path in find_pairs(data_dir):
         image, pixel_size = read_image(img_path)
+        check_finite(image, img_path)
         labels = read_mask(mask_path, classes)
         if image.shape != labels.shape:
             raise DataError(f"{mask_path}: mask size {labels.shape[1]}x{labels.shape[0]} does not "

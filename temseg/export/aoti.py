@@ -5,7 +5,7 @@
 ``torch::inductor::AOTIModelPackageLoader`` loads without Python. The package maps
 (B, 1, H, W) float32 normalised tiles to (B, C, H, W) float32 scores (probabilities with
 ``softmax=True``), B dynamic in [1, max_batch] and H, W dynamic multiples of the tile
-multiple; the flat ``temseg.*`` metadata (:mod:`temseg.export.metadata`) is stored in the
+multiple; the flat ``temseg.*`` metadata (:mod:`temseg.spec`) is stored in the
 package (``loader.get_metadata()``) and in ``<package>.json``.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .metadata import ModelInfo, flat_metadata, write_sidecar
+from ..spec import ModelSpec, flat_metadata, write_sidecar
 from .onnx import ExportWrapper, reference_ops
 
 __all__ = ["export_aoti", "load_aoti"]
@@ -63,7 +63,7 @@ def export_aoti(model: Any, path: str | Path, *, softmax: bool = True,
     if dynamic_tiles:
         shapes[2] = multiple * dim("h_blocks", min=1, max=max_tile // multiple)
         shapes[3] = multiple * dim("w_blocks", min=1, max=max_tile // multiple)
-    info = ModelInfo.from_model(model, softmax=softmax, format="aoti",
+    info = ModelSpec.from_model(model, softmax=softmax, format="aoti",
                                 torch_version=torch.__version__, max_batch=max_batch,
                                 tile=tile if not dynamic_tiles else None)
     t0 = time.perf_counter()

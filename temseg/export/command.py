@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ def verify_onnx(model: Any, path: str | Path, tiles: list[tuple[int, int]] | Non
     """
     import onnxruntime as ort
 
-    from .metadata import read_onnx_metadata
+    from ..spec import read_onnx_metadata
 
     info = read_onnx_metadata(path)
     m = info.tile_multiple
@@ -44,8 +43,9 @@ def verify_onnx(model: Any, path: str | Path, tiles: list[tuple[int, int]] | Non
     return worst
 
 
-def run_export(args: argparse.Namespace) -> int:
-    """Run ``temseg export`` from parsed arguments; returns the exit code."""
+def run_export(args: Any) -> int:
+    """Run ``temseg export`` from the arguments :mod:`temseg.cli` parsed (a namespace with
+    model, format, out, softmax, opset, tile_sizes, batch, precision, ...); the exit code."""
     from ..checkpoint import load_model
 
     out = Path(args.out)

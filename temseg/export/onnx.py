@@ -15,7 +15,7 @@ dynamo-based ``torch.onnx.export`` (opset 18 by default, >= 17), with
   surgeon sanitize --fold-constants`` does), falling back to onnxscript's optimiser alone
   when onnx-graphsurgeon is not installed;
 * the normalisation, class table, tile size and pixel size stored in ``metadata_props``
-  (:mod:`temseg.export.metadata`).
+  (:mod:`temseg.spec`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo, flat_metadata
+from ..spec import INPUT_NAME, OUTPUT_NAME, ModelSpec, flat_metadata
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -239,7 +239,7 @@ def export_onnx(
             proto = sanitize(proto)
     _name_dims(proto)
     del proto.metadata_props[:]
-    info = ModelInfo.from_model(
+    info = ModelSpec.from_model(
         info_src, softmax=softmax, opset=opset, dtype=str(dtype).removeprefix("torch."),
         torch_version=torch.__version__, exporter="torch.onnx.export(dynamo=True)")
     onnx.helper.set_model_props(proto, flat_metadata(info))

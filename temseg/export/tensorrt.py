@@ -5,21 +5,19 @@
   network when the installed TensorRT prefers it (then the precision comes from the ONNX
   itself: :func:`export_tensorrt` exports a float16 / bfloat16 graph for it), a timing cache
   kept between builds, and the metadata saved beside the engine (``<engine>.json``).
-* :class:`TensorRTRunner`: deserialises an engine and runs it with ``execute_async_v3`` on
-  torch CUDA tensors (tensor addresses + a CUDA stream).
 * :func:`compare_with_onnxruntime`: the engine's output against ONNX Runtime (fp32) on sample
   tiles.
 * :data:`TENSORRT_10_ONNX_OPS` / :func:`unsupported_ops`: the ONNX operators TensorRT 10's
   ONNX parser supports, to check an export without TensorRT at hand.
 
-This module imports without TensorRT; everything that needs it raises
-:class:`TensorRTUnavailable` with the reason (no ``tensorrt`` package, only the type stubs,
+The engine's runtime (:class:`~temseg.inference.backends.tensorrt.TensorRTRunner`) lives
+with the inference backends. This module imports without TensorRT; everything that needs it
+raises :class:`TensorRTUnavailable` with the reason (no ``tensorrt`` package, only the type stubs,
 no CUDA device). It type-checks with mypy against ``tensorrt-stubs``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Sequence
@@ -30,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .metadata import ModelInfo, read_onnx_metadata, read_sidecar, write_sidecar
+from ..inference.backends.tensorrt import (
+    TARGET_MAJOR,
+    TensorRTRunner,
+    TensorRTUnavailable,
+    require_tensorrt,
+    tensorrt_unavailable_reason,
+)
+from ..spec import ModelSpec, read_onnx_metadata, write_sidecar
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -53,7 +58,6 @@ __all__ = [
 
 log = logging.getLogger("temseg.export.tensorrt")
 
-TARGET_MAJOR = 10
 DEFAULT_TIMING_CACHE = Path.home() / ".cache" / "temseg" / "tensorrt-timing.cache"
 # TensorRT 10.12 deprecated weakly typed networks (builder precision flags FP16/BF16 choosing
 # layer precisions); from then on a strongly typed network, whose precision is that of the
@@ -87,39 +91,6 @@ TENSORRT_10_ONNX_OPS: frozenset[str] = frozenset({
 })
 _RESIZE_MODES = {b"nearest", b"linear", b"cubic"}
 _PAD_MODES = {b"constant", b"reflect", b"edge"}
-
-
-class TensorRTUnavailable(RuntimeError):
-    """TensorRT or a CUDA device is missing on this machine."""
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    """Why TensorRT cannot run here, or None when it can (real package + CUDA device).
-
-    ``tensorrt-stubs`` alone installs a ``tensorrt`` namespace package without the bindings:
-    that counts as not installed.
-    """
-    if not torch.cuda.is_available():
-        return ("TensorRT needs an NVIDIA GPU with CUDA, and torch.cuda.is_available() is "
-                "False on this machine (no GPU, no driver, or a CPU-only torch build); use "
-                "`--format onnx` and the onnxruntime backend on CPU-only machines")
-    try:
-        trt_mod = importlib.import_module("tensorrt")
-    except ImportError as exc:
-        return f"the tensorrt Python package is not installed ({exc}); pip install tensorrt"
-    if not hasattr(trt_mod, "Builder"):
-        return ("only the tensorrt type stubs are installed, not TensorRT itself; "
-                "pip install tensorrt")
-    major = int(str(trt_mod.__version__).split(".")[0])
-    if major < TARGET_MAJOR:
-        return f"TensorRT {trt_mod.__version__} found, temseg needs TensorRT >= {TARGET_MAJOR}"
-    return None
-
-
-def _require_tensorrt(what: str) -> None:
-    reason = tensorrt_unavailable_reason()
-    if reason is not None:
-        raise TensorRTUnavailable(f"{what}: {reason}")
 
 
 def _version_tuple(version: str) -> tuple[int, int]:
@@ -205,7 +176,7 @@ def build_engine(
     strongly_typed: bool | None = None,
     timing_cache: str | Path | None = DEFAULT_TIMING_CACHE,
     workspace_gb: float = 4.0,
-    info: ModelInfo | None = None,
+    info: ModelSpec | None = None,
 ) -> Path:
     """Build a serialised TensorRT engine from an ONNX file.
 
@@ -224,7 +195,7 @@ def build_engine(
         ``engine_path``. Raises :class:`TensorRTUnavailable` without TensorRT / CUDA and
         RuntimeError naming the file when parsing or building fails.
     """
-    _require_tensorrt(f"{engine_path}")
+    require_tensorrt(f"{engine_path}")
     import tensorrt as trt
 
     from ..atomic import atomic_path
@@ -287,82 +258,8 @@ def build_engine(
     extra = {**info.extra, "tensorrt_version": trt.__version__, "precision": precision,
              "strongly_typed": strongly_typed, "profiles": [asdict(p) for p in profiles],
              "onnx": onnx_path.name}
-    write_sidecar(engine_path, ModelInfo(**{**info.__dict__, "extra": extra}))
+    write_sidecar(engine_path, info.replace(extra=extra))
     return engine_path
-
-
-_TRT_TO_TORCH = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16,
-                 "INT32": torch.int32, "INT64": torch.int64, "INT8": torch.int8,
-                 "UINT8": torch.uint8, "BOOL": torch.bool}
-
-
-def _dims(dims: trt.Dims) -> tuple[int, ...]:
-    return tuple(int(dims[i]) for i in range(len(dims)))
-
-
-class TensorRTRunner:
-    """Runs a serialised engine on a CUDA device: ``runner(batch) -> scores``.
-
-    ``batch``: (B, 1, H, W) float32 tensor (any device); returns (B, C, H, W) float32 on the
-    engine's device. The optimisation profile whose (min, max) range holds the shape is
-    selected automatically; inputs/outputs are bound by tensor address and the engine is
-    enqueued with ``execute_async_v3`` on a private CUDA stream.
-    """
-
-    def __init__(self, path: str | Path, device: str | torch.device = "cuda") -> None:
-        _require_tensorrt(f"{path}")
-        import tensorrt as trt
-
-        self.path = Path(path)
-        self.info = read_sidecar(self.path)
-        self.device = torch.device(device)
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        with torch.cuda.device(self.device):
-            engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
-            if engine is None:
-                raise RuntimeError(f"{self.path}: TensorRT could not deserialise the engine "
-                                   "(built by another TensorRT version or for another GPU?)")
-            self.engine: trt.ICudaEngine = engine
-            self.context: trt.IExecutionContext = engine.create_execution_context()
-            self.stream = torch.cuda.Stream(self.device)
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        modes = {n: engine.get_tensor_mode(n) for n in names}
-        self.input_name = next(n for n in names if modes[n] == trt.TensorIOMode.INPUT)
-        self.output_name = next(n for n in names if modes[n] == trt.TensorIOMode.OUTPUT)
-        self.output_dtype = _TRT_TO_TORCH[engine.get_tensor_dtype(self.output_name).name]
-        self.ranges: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
-        for k in range(engine.num_optimization_profiles):
-            lo, _, hi = engine.get_tensor_profile_shape(self.input_name, k)
-            self.ranges.append((_dims(lo), _dims(hi)))
-        self.profile = -1
-
-    def _select_profile(self, shape: tuple[int, ...]) -> int:
-        for k, (lo, hi) in enumerate(self.ranges):
-            if all(a <= s <= b for a, s, b in zip(lo, shape, hi, strict=True)):
-                return k
-        raise ValueError(f"{self.path}: input shape {shape} is outside every optimisation "
-                         f"profile {self.ranges}; rebuild with --tile-sizes/--batch covering it")
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        x = batch.to(self.device, torch.float32).contiguous()
-        shape = tuple(int(s) for s in x.shape)
-        k = self._select_profile(shape)
-        handle = self.stream.cuda_stream
-        if k != self.profile:
-            self.context.set_optimization_profile_async(k, handle)
-            self.profile = k
-        if not self.context.set_input_shape(self.input_name, shape):
-            raise ValueError(f"{self.path}: TensorRT rejected input shape {shape}")
-        out_shape = _dims(self.context.get_tensor_shape(self.output_name))
-        out = torch.empty(out_shape, dtype=self.output_dtype, device=self.device)
-        self.context.set_tensor_address(self.input_name, x.data_ptr())
-        self.context.set_tensor_address(self.output_name, out.data_ptr())
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # x is ready
-        if not self.context.execute_async_v3(handle):
-            raise RuntimeError(f"{self.path}: execute_async_v3 failed")
-        self.stream.synchronize()
-        return out.float()
 
 
 def compare_with_onnxruntime(engine_path: str | Path, onnx_path: str | Path,
@@ -418,7 +315,7 @@ def export_tensorrt(
 
     Returns a report dict (paths, build settings, comparison numbers).
     """
-    _require_tensorrt(f"{engine_path}")
+    require_tensorrt(f"{engine_path}")
     import tensorrt as trt
 
     from .onnx import export_onnx

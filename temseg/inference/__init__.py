@@ -1,11 +1,13 @@
-"""Inference utilities: MONAI-compatible sliding-window inference on the C++ tiler, and
-whole-slide streaming segmentation (:func:`segment_slide`, imported on first use)."""
+"""Inference: the MONAI-compatible sliding window on the C++ tiler, the streaming whole-slide
+pipeline (:func:`segment_slide`), and the :class:`Predictor` that opens a model once and
+applies it to arrays, files, folders and labelled data (imported on first use)."""
 
 from typing import Any
 
-from .sliding_window import pad_like_monai, sliding_window_inference
+from .sliding_window import SlidingWindowInferer, pad_like_monai, sliding_window_inference
 
-__all__ = ["SlideResult", "pad_like_monai", "segment_slide", "sliding_window_inference"]
+__all__ = ["Predictor", "SlideResult", "SlidingWindowInferer", "pad_like_monai",
+           "segment_slide", "sliding_window_inference"]
 
 
 def __getattr__(name: str) -> Any:
@@ -13,4 +15,8 @@ def __getattr__(name: str) -> Any:
         from . import slide
 
         return getattr(slide, name)
+    if name == "Predictor":
+        from .predictor import Predictor
+
+        return Predictor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 __all__ = ["Channel", "Pipeline", "Stopped"]
@@ -88,6 +88,25 @@ class Pipeline:
         t = threading.Thread(target=target, name=name, daemon=True)
         self._threads.append(t)
         t.start()
+
+    def pump(self, items: Iterable[Any], channel: Channel) -> None:
+        """Put every item of ``items`` into ``channel``, then close it."""
+        for item in items:
+            channel.put(item)
+        channel.close()
+
+    def source(self, name: str, items: Iterable[Any], maxsize: int) -> Channel:
+        """A channel fed from ``items`` on a new thread."""
+        out = self.channel(maxsize)
+        self.spawn(name, lambda: self.pump(items, out))
+        return out
+
+    def stage(self, name: str, fn: Callable[[Iterable[Any]], Iterable[Any]],
+              inp: Channel, maxsize: int) -> Channel:
+        """A channel of ``fn(inp)``, computed on a new thread."""
+        out = self.channel(maxsize)
+        self.spawn(name, lambda: self.pump(fn(inp), out))
+        return out
 
     def run(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in the calling thread as one more stage, then :meth:`join`."""

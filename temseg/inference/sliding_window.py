@@ -1,22 +1,27 @@
-"""MONAI-compatible 2-D sliding-window inference backed by the C++ tiler (:mod:`temseg._C`).
+"""MONAI-compatible 2-D sliding-window inference backed by the C++ tiler (:mod:`temseg._C`):
+:func:`sliding_window_inference` and :class:`SlidingWindowInferer` (MONAI's names).
 
 The grid (``TileGrid``), blending window (``make_window``) and the streaming band
-accumulator (``BandAccumulator``) come from the C++ core; this module only pads the input,
-batches windows for the predictor and copies finished row bands into the output tensor.
+accumulator come from the C++ core, batching and stitching from the tile loop of
+:mod:`.tiles` (shared with the whole-slide pipeline); this module only pads the input,
+produces the tile rows and copies finished row bands into the output tensor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from temseg import _C
 
-__all__ = ["PADDING_MODES", "pad_like_monai", "sliding_window_inference"]
+from .tiles import Stitcher, TileRow, accumulator, predict_rows
+
+__all__ = ["PADDING_MODES", "SlidingWindowInferer", "pad_like_monai",
+           "sliding_window_inference"]
 
 PADDING_MODES = ("constant", "reflect", "replicate", "circular")
 
@@ -141,83 +146,89 @@ def sliding_window_inference(
     hp, wp = padded.shape[-2:]
     grid = _C.TileGrid(hp, wp, roi, ov)
     window = _C.make_window(roi, mode, sig)
-    origins = grid.origins()  # (n_win, 2) int64, row-major
-    n_win, n_cols = len(grid), grid.n_cols
-    th, tw = roi
-
-    out_device = torch.device(device) if device is not None else inputs.device
-    out_dtype = inputs.dtype if inputs.dtype.is_floating_point else torch.float32
-    output: torch.Tensor | None = None
-    output_np: np.ndarray | None = None  # numpy view of a CPU output (plain memcpy writes)
-    # CPU float32 inputs: windows are gathered by the C++ extractor (GIL released, no torch
-    # intra-op threads); other inputs are sliced and stacked by torch.
-    padded_np = padded.detach().contiguous().numpy() \
-        if padded.device.type == "cpu" and padded.dtype == torch.float32 else None
-
-    def gather(idx: range) -> torch.Tensor:
-        """Windows idx (flattened image-major) as (len(idx), C_in, th, tw)."""
-        if padded_np is None:
-            wins = []
-            for i in idx:
-                y, x = origins[i % n_win]
-                wins.append(padded[i // n_win, :, y : y + th, x : x + tw])
-            return torch.stack(wins)
-        parts = []
-        for b in range(idx[0] // n_win, (idx[-1] // n_win) + 1):
-            lo = max(idx[0], b * n_win) - b * n_win
-            hi = min(idx[-1] + 1, (b + 1) * n_win) - b * n_win
-            parts.append(_C.extract_tiles(padded_np[b], origins[lo:hi], roi))
-        return torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts))
-
-    accs: dict[int, _C.BandAccumulator] = {}  # live accumulators by image index
-
-    def flush(b: int, row: int) -> None:
-        """Copy finished padded rows [released, row) of image b into the cropped output."""
-        acc = accs[b] if row < hp else accs.pop(b)
-        assert output is not None
-        r0 = acc.released_row
-        probs, _ = acc.finalize_until(row)
-        lo, hi = max(r0, top), min(row, top + height)
-        if lo < hi:
-            band = probs[:, lo - r0 : hi - r0, left : left + width]
-            if output_np is not None:
-                output_np[b, :, lo - top : hi - top] = band
-            else:
-                output[b, :, lo - top : hi - top].copy_(torch.from_numpy(band))
-
-    total = n_img * n_win
-    starts = range(0, total, sw_batch_size)
+    rows = _tile_rows(padded, grid, roi)
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts)
-    for s in starts:
-        idx = range(s, min(s + sw_batch_size, total))
-        seg = predictor(gather(idx), **kwargs)
-        if not isinstance(seg, torch.Tensor) or seg.ndim != 4 or seg.shape[0] != len(idx) \
-                or tuple(seg.shape[2:]) != roi:
-            got = tuple(seg.shape) if isinstance(seg, torch.Tensor) else type(seg).__name__
-            raise ValueError(f"predictor must return a (B, C_out, {th}, {tw}) tensor with "
-                             f"B = {len(idx)}, got {got}")
-        scores = np.ascontiguousarray(seg.detach().to("cpu", torch.float32).numpy())
+        rows = tqdm(rows, total=n_img * grid.n_rows, unit="tile row")
+    stitcher = Stitcher(lambda b, c: accumulator(hp, wp, roi, c, window),
+                        lambda k: grid.final_row_after(k + 1))
+    out_device = torch.device(device) if device is not None else inputs.device
+    out_dtype = inputs.dtype if inputs.dtype.is_floating_point else torch.float32
+    output: torch.Tensor | None = None
+    for band in stitcher(predict_rows(rows, lambda x: predictor(x, **kwargs), sw_batch_size,
+                                      roi)):
         if output is None:
-            output = torch.empty((n_img, scores.shape[1], height, width), dtype=out_dtype,
-                                 device=out_device)
-            if out_device.type == "cpu" and out_dtype != torch.bfloat16:
-                output_np = output.numpy()
-        # Split the batch at image and tile-row boundaries so each tile row is released as
-        # soon as it is complete (keeps the band at roi_h rows).
-        j = 0
-        while j < len(idx):
-            i = idx[j]
-            b, w = divmod(i, n_win)
-            row_end = min((w // n_cols + 1) * n_cols, n_win)
-            k = min(len(idx) - j, row_end - w)
-            if w == 0:
-                accs[b] = _C.BandAccumulator(hp, wp, roi, scores.shape[1], window)
-            accs[b].add(scores[j : j + k], origins[w : w + k])
-            if w + k == row_end:
-                flush(b, grid.final_row_after(row_end // n_cols))
-            j += k
+            output = torch.empty((n_img, band.probs.shape[0], height, width),
+                                 dtype=out_dtype, device=out_device)
+        lo, hi = max(band.row0, top), min(band.row1, top + height)
+        if lo < hi:
+            part = band.probs[:, lo - band.row0 : hi - band.row0, left : left + width]
+            output[band.key, :, lo - top : hi - top].copy_(torch.from_numpy(part))
     assert output is not None
     return output
+
+
+def _tile_rows(padded: torch.Tensor, grid: Any, roi: tuple[int, int]) -> Iterator[TileRow]:
+    """Tile rows of every image of ``padded`` (N, C, H, W), image-major then grid order.
+    CPU float32 inputs are cut by the C++ extractor (GIL released); others by torch."""
+    th, tw = roi
+    origins = grid.origins()  # (n_win, 2) int64, row-major
+    n_cols = grid.n_cols
+    as_np = padded.detach().contiguous().numpy() \
+        if padded.device.type == "cpu" and padded.dtype == torch.float32 else None
+    for b in range(padded.shape[0]):
+        for k in range(grid.n_rows):
+            row = origins[k * n_cols : (k + 1) * n_cols]
+            if as_np is not None:
+                tiles: Any = _C.extract_tiles(as_np[b], row, roi)
+            else:
+                tiles = torch.stack([padded[b, :, y : y + th, x : x + tw] for y, x in row])
+            yield TileRow(b, k, tiles, row)
+
+
+@dataclass
+class SlidingWindowInferer:
+    """MONAI's ``SlidingWindowInferer``: the window settings, applied by calling it.
+
+    ``inferer(inputs, network)`` is :func:`sliding_window_inference` with these settings;
+    the whole-slide pipeline and :class:`~temseg.inference.Predictor` take the same object.
+    ``roi_size`` None: the model's inference tile (``ModelSpec.roi_size``, twice its
+    training patch) where a model is known.
+    """
+
+    roi_size: int | tuple[int, int] | None = None
+    sw_batch_size: int = 4
+    overlap: float = 0.25
+    mode: str = "gaussian"
+    sigma_scale: float = 0.125
+    padding_mode: str = "reflect"
+    cval: float = 0.0
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        roi = (self.roi_size,) * 2 if isinstance(self.roi_size, int) else self.roi_size
+        if roi is not None and any(int(r) < 1 for r in roi):
+            raise ValueError(f"roi_size must be positive, got {self.roi_size!r}")
+        if self.sw_batch_size < 1:
+            raise ValueError(f"sw_batch_size must be >= 1, got {self.sw_batch_size}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be >= 0 and < 1, got {self.overlap}")
+        if self.mode not in ("gaussian", "constant", "cosine"):
+            raise ValueError(f"mode must be gaussian, constant or cosine, got {self.mode!r}")
+        if not self.sigma_scale > 0:
+            raise ValueError(f"sigma_scale must be > 0, got {self.sigma_scale}")
+
+    def roi(self, default: int | None = None) -> tuple[int, int]:
+        """(th, tw): ``roi_size``, else ``default`` (ValueError when neither is known)."""
+        roi = self.roi_size if self.roi_size is not None else default
+        if roi is None:
+            raise ValueError("roi_size is required when no model tells the tile size")
+        return (int(roi), int(roi)) if isinstance(roi, int) else (int(roi[0]), int(roi[1]))
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor],
+                 **kwargs: Any) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H, W); ``kwargs`` go to ``network``."""
+        return sliding_window_inference(
+            inputs, self.roi(), self.sw_batch_size, network, self.overlap, self.mode,
+            self.sigma_scale, self.padding_mode, self.cval, progress=self.progress, **kwargs)

@@ -1,8 +1,6 @@
-"""Training: the loop, its configuration and the AMP/compile policy."""
+"""Training: the loop and its configuration (the AMP/compile policy is :mod:`temseg.policy`)."""
 
 from .config import TrainConfig
-from .loop import lr_factor, train, validate
-from .policy import choose_compile, choose_precision, cpu_has_native_bf16
+from .loop import Trainer, TrainingError, lr_factor, train, validate
 
-__all__ = ["TrainConfig", "choose_compile", "choose_precision", "cpu_has_native_bf16",
-           "lr_factor", "train", "validate"]
+__all__ = ["TrainConfig", "Trainer", "TrainingError", "lr_factor", "train", "validate"]

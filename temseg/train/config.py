@@ -1,7 +1,9 @@
-"""Training configuration."""
+"""Training configuration, validated when it is made (the library's boundary; the CLI builds
+one before any work)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from ..models import UNetConfig
@@ -9,7 +11,14 @@ from ..models import UNetConfig
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on (stored in ``config.json`` of the run folder)."""
+    """Everything a training run depends on (stored in ``config.json`` of the run folder).
+
+    ``resume``: continue the run in ``out`` from its ``last.pt``. Without it a folder that
+    already holds a ``last.pt`` is refused (ValueError); with it and no ``last.pt`` the run
+    starts afresh (logged), so a job script may always pass it.
+
+    Raises ValueError naming the field (and its CLI flag) when a value is out of range.
+    """
 
     data: str = ""
     out: str = "runs/temseg"
@@ -34,6 +43,13 @@ class TrainConfig:
     num_workers: int = 0
     threads: int | None = None
     progress: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        self.val_groups = tuple(self.val_groups)
+        problems = config_problems(self)
+        if problems:
+            raise ValueError(f"invalid training configuration: {'; '.join(problems)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -46,3 +62,66 @@ class TrainConfig:
         d["model"] = UNetConfig.from_dict(d.get("model", {}))
         d["val_groups"] = tuple(d.get("val_groups", ()))
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def _name(field_name: str) -> str:
+    flag = "--" + field_name.split(".")[-1].replace("_", "-")
+    return f"{field_name} ({flag})"
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _check(name: str, value: object, ok: bool, rule: str) -> str | None:
+    if _number(value) and ok:
+        return None
+    return f"{_name(name)} must be {rule}, got {value!r}"
+
+
+def _integer(name: str, value: object, low: int) -> str | None:
+    return _check(name, value, isinstance(value, int) and value >= low,
+                  "a positive integer" if low == 1 else f"an integer >= {low}")
+
+
+def model_problems(m: UNetConfig) -> list[str]:
+    """What is wrong with an architecture (empty when nothing)."""
+    problems = [p for p in (_integer("model.width", m.width, 1),
+                            _integer("model.depth", m.depth, 1),
+                            _integer("model.heads", m.heads, 1)) if p]
+    if not problems and m.attention and (m.width * 2**m.depth) % m.heads:
+        problems.append(f"{_name('model.heads')} = {m.heads} must divide the bottleneck width "
+                        f"{m.width * 2**m.depth} (width {m.width} * 2**depth {m.depth})")
+    return problems
+
+
+def config_problems(c: TrainConfig) -> list[str]:
+    """Every out-of-range value of ``c`` (empty when none), each naming the field."""
+    problems = model_problems(c.model)
+    multiple = 2 ** c.model.depth if not problems else 1
+    checks = [
+        _integer("epochs", c.epochs, 1),
+        None if c.time_limit is None else _check("time_limit", c.time_limit,
+                                                 _number(c.time_limit) and c.time_limit > 0,
+                                                 "a positive number of minutes (or None)"),
+        _integer("batch_size", c.batch_size, 1),
+        _check("patch_size", c.patch_size, isinstance(c.patch_size, int) and c.patch_size > 0
+               and c.patch_size % multiple == 0,
+               f"a positive multiple of {multiple} (2**depth, the model's size multiple)"),
+        _integer("patches_per_image", c.patches_per_image, 1),
+        _check("scale_augment", c.scale_augment, _number(c.scale_augment)
+               and c.scale_augment >= 1, ">= 1 (1: no zoom)"),
+        _integer("val_crop", c.val_crop, 1),
+        _check("val_fraction", c.val_fraction, _number(c.val_fraction)
+               and 0 <= c.val_fraction < 1, "in [0, 1)"),
+        _check("lr", c.lr, _number(c.lr) and c.lr > 0, "a positive number"),
+        _check("weight_decay", c.weight_decay, _number(c.weight_decay) and c.weight_decay >= 0,
+               ">= 0"),
+        _check("warmup", c.warmup, _number(c.warmup) and 0 <= c.warmup < 1, "in [0, 1)"),
+        _check("lambda_dice", c.lambda_dice, _number(c.lambda_dice) and c.lambda_dice >= 0,
+               ">= 0"),
+        _integer("num_workers", c.num_workers, 0),
+        None if c.threads is None else _integer("threads", c.threads, 1),
+    ]
+    return problems + [p for p in checks if p]

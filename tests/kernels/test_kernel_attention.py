@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _kernel_checks import assert_close_to_ref, assert_low_precision_ok
+
 from temseg.kernels import attention, attention_math
 
 pytestmark = pytest.mark.usefixtures("interpreter")

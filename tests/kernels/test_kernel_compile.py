@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _kernel_checks import assert_close_to_ref
+
 from temseg.kernels import attention, dice_ce_loss
 
 pytestmark = [

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 import torch
+
 from temseg.kernels import (
     attention,
     attention_reference,

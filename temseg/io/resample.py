@@ -5,7 +5,7 @@ A model sees structures at the scale it was trained on: an axon 300 px wide at 5
 resamples an input to the model's pixel size before tiling and maps the result back to the
 input's grid (:func:`temseg.inference.segment_slide`, ``resample="auto"|"always"``).
 
-:class:`ResampledSource` is a :class:`~temseg.inference.slide_reader.SlideSource` of another
+:class:`ResampledSource` is a :class:`~temseg.io.slides.SlideSource` of another
 source seen at a new shape, computed on demand for each region it is asked for, so a
 30000 x 30000 slide is resampled with the same bounded memory as it is segmented.
 
@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .slide_reader import RowWindow, SlideSource
+from .slides import RowWindow, SlideSource
 
 __all__ = ["RESAMPLE_MODES", "RESAMPLE_TOLERANCE", "ResampledSource", "resampled_shape"]
 

@@ -25,7 +25,8 @@ import tifffile
 
 from ..data.io import DataError, _tiff_pixel_size_um, _to_gray, read_image
 
-__all__ = ["ArraySource", "RowWindow", "SlideSource", "TiffSource", "open_slide"]
+__all__ = ["ArraySource", "RowWindow", "SlideSource", "TiffSource", "ZarrPlane",
+           "check_finite", "open_slide"]
 
 _TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs")
 _BIG_CHUNK_BYTES = 512 * 2**20
@@ -83,7 +84,7 @@ class SlideSource:
             raise ValueError(f"{self.name}: region [{y0}:{y1}, {x0}:{x1}] outside the image "
                              f"{height}x{width}")
         try:
-            return self._read(y0, y1, x0, x1)
+            block = self._read(y0, y1, x0, x1)
         except (DataError, ValueError) as exc:
             if self.name in str(exc):
                 raise
@@ -91,6 +92,9 @@ class SlideSource:
         except Exception as exc:  # truncated / corrupt data raise many different errors
             raise DataError(f"{self.name}: cannot read rows {y0}-{y1} "
                             f"({type(exc).__name__}: {exc})") from exc
+        if block.dtype.kind == "f":
+            check_finite(block, self.name, y0, x0)
+        return block
 
     def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         raise NotImplementedError
@@ -134,6 +138,20 @@ class SlideSource:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def check_finite(block: np.ndarray, name: str, y0: int = 0, x0: int = 0) -> None:
+    """Raise :class:`DataError` naming ``name`` and the first position (row, column in the
+    slide) of a NaN or infinite pixel of ``block`` (rows from ``y0``, columns from ``x0``).
+
+    The rule of every reader: non-finite pixels are an error, never filled (a single
+    ``inf`` made the normalisation map a whole slide to background)."""
+    finite = np.isfinite(block)
+    if finite.all():
+        return
+    r, c = np.unravel_index(int(np.argmin(finite)), block.shape)
+    raise DataError(f"{name}: non-finite pixel ({block[r, c]}) at row {y0 + r}, column "
+                    f"{x0 + c}: fix or mask the image (temseg segments finite values only)")
 
 
 class ArraySource(SlideSource):
@@ -292,6 +310,21 @@ class RowWindow:
             self._buf = np.concatenate([keep, new]) if len(keep) else new
             self._y0 = y0 if y0 < held_end else start
         return self._buf[y0 - self._y0 : y1 - self._y0]
+
+
+class ZarrPlane(SlideSource):
+    """Plane ``plane`` (None: the array itself) of a (C, H, W) or (H, W) zarr array."""
+
+    def __init__(self, z: Any, plane: int | None, name: str) -> None:
+        self.z, self.plane, self.name = z, plane, name
+        self.shape = (int(z.shape[-2]), int(z.shape[-1]))
+        self.dtype = np.dtype(z.dtype)
+        self.chunk_rows = int(z.chunks[-2])
+
+    def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        if self.plane is None:
+            return np.asarray(self.z[y0:y1, x0:x1])
+        return np.asarray(self.z[self.plane, y0:y1, x0:x1])
 
 
 def open_slide(path_or_array: str | Path | np.ndarray | SlideSource) -> SlideSource:

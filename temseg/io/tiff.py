@@ -28,9 +28,27 @@ import tifffile
 
 from ..atomic import atomic_path
 
-__all__ = ["TileRowAssembler", "TiledTiffSpool"]
+__all__ = ["TileRowAssembler", "TiledTiffSpool", "tiff_tags"]
 
 COMPRESSIONS = (None, "zlib")
+
+
+def tiff_tags(pixel_size_um: float | None, description: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """``TiffWriter.write`` keywords of temseg's outputs: the resolution tags of the pixel
+    size (pixels per centimetre) and a JSON description (``PixelSizeMicrometers`` plus
+    ``description``, e.g. the model, backend and precision that made the output)."""
+    import json
+
+    tags: dict[str, Any] = {}
+    desc = dict(description or {})
+    if pixel_size_um:
+        res = 1e4 / pixel_size_um
+        tags.update(resolution=(res, res), resolutionunit="CENTIMETER")
+        desc["PixelSizeMicrometers"] = float(pixel_size_um)
+    if desc:
+        tags["description"] = json.dumps(desc, sort_keys=True)
+    return tags
 
 
 class TiledTiffSpool:
@@ -99,18 +117,25 @@ class TiledTiffSpool:
 
     def finish(self, **tiff_kwargs: Any) -> Path:
         """Write the BigTIFF (atomically) and remove the spool; ``tiff_kwargs`` go to
-        ``TiffWriter.write`` (e.g. ``resolution``, ``metadata``)."""
+        ``TiffWriter.write`` (e.g. ``resolution``, ``description``)."""
+        with atomic_path(self.path) as tmp:
+            self.finish_to(tmp, **tiff_kwargs)
+        return self.path
+
+    def finish_to(self, path: str | Path, **tiff_kwargs: Any) -> Path:
+        """Write the BigTIFF to ``path`` as it is (a temporary the caller commits) and
+        remove the spool."""
         missing = int((self._offsets < 0).sum())
         if missing:
             raise RuntimeError(f"{self.path}: {missing} tiles were never written")
         try:
-            with atomic_path(self.path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tw:
+            with tifffile.TiffWriter(path, bigtiff=True) as tw:
                 tw.write(self._tiles(), shape=self.shape, dtype=np.uint8,
                          tile=(self.tile, self.tile), compression=self.compression,
-                         photometric="minisblack", **tiff_kwargs)
+                         photometric="minisblack", metadata=None, **tiff_kwargs)
         finally:
             self.discard()
-        return self.path
+        return Path(path)
 
     def discard(self) -> None:
         """Close (and so delete) the spool file (idempotent); the output is not written."""

@@ -1,0 +1,127 @@
+"""Inference backends behind one small interface: ``backend(batch) -> probabilities``.
+
+A backend takes a batch of normalised tiles (B, 1, th, tw) float32 (a CPU tensor) and returns
+class probabilities (B, C, th, tw) float32 (a CPU tensor); it carries ``name``,
+``num_classes``, ``precision`` ("fp32" / "bf16" / "fp16") and the model's ``spec``
+(:class:`temseg.spec.ModelSpec`). Every backend feeds the same C++ tiler, so switching
+backends changes nothing else.
+
+* :mod:`.pytorch` (``torch``): a checkpoint's model, eager or compiled, fp32 or autocast;
+* :mod:`.onnxruntime`: an ``.onnx`` export (a checkpoint is exported once into a cache);
+* :mod:`.tensorrt`: a TensorRT engine on a CUDA device;
+* :mod:`.aoti`: an AOTInductor package (what the C++ runtime loads).
+
+:func:`open_backend` opens any model source with any backend that can run it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ...checkpoint import SegmentationModel, load_model
+from ...policy import inference_precision
+from ...spec import ENGINE_SUFFIXES, ModelSpec
+from .onnxruntime import OnnxRuntimeBackend, onnxruntime_available
+from .pytorch import TorchBackend
+
+__all__ = ["BACKENDS", "Backend", "OnnxRuntimeBackend", "TorchBackend", "default_backend",
+           "make_backend", "open_backend"]
+
+log = logging.getLogger("temseg.backends")
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "aoti")
+
+
+class Backend(Protocol):
+    """What the tiler calls."""
+
+    name: str
+    num_classes: int
+    precision: str
+    spec: ModelSpec
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 1, th, tw) float32 normalised tiles -> (B, C, th, tw) float32 probabilities."""
+        ...
+
+
+def default_backend(device: str | torch.device = "cpu", amp: str = "auto") -> str:
+    """The backend used when none is given: a fixed rule of the hardware.
+
+    CPU: "torch" when ``amp`` resolves to bf16 autocast (CPUs with native bf16 units,
+    :func:`temseg.policy.choose_precision`: 1.8x fp32 on whole TEM images on an AVX512-BF16
+    EPYC), else "onnxruntime" when installed (the exact fp32 path; 1.11x fp32 torch on
+    whole slides on that EPYC, docs/benchmarks.md), else "torch". GPUs: "torch" (TensorRT
+    needs an engine built beforehand).
+    """
+    if torch.device(device).type != "cpu":
+        return "torch"
+    if inference_precision(device, amp).dtype is None and onnxruntime_available():
+        return "onnxruntime"
+    return "torch"
+
+
+def make_backend(name: str, model: SegmentationModel, device: str | torch.device = "cpu",
+                 amp: str = "auto", compile: bool = False) -> Backend:
+    """A backend by name (``BACKENDS``, or "auto": :func:`default_backend`) for a
+    checkpoint's ``model``. ``amp`` ("off" | "bf16" | "auto") applies to torch;
+    "onnxruntime" exports the model once (cached); "tensorrt" / "aoti" need an exported
+    file: pass it to :func:`open_backend` instead."""
+    if name == "auto":
+        name = default_backend(device, amp)
+    if name == "torch":
+        precision = inference_precision(device, amp)
+        log.info("torch backend on %s: %s", device, precision.reason)
+        return TorchBackend(model, device, compile=compile, amp=precision.dtype)
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend.from_model(model, device)
+    if name in ("tensorrt", "aoti"):
+        ext = ".engine" if name == "tensorrt" else ".pt2"
+        raise ValueError(f"the {name} backend runs an exported file: build one with `temseg "
+                         f"export MODEL --format {name} --out X{ext}` and pass X{ext}")
+    raise ValueError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
+
+
+def _file_backend(path: Path, kind: str, backend: str, device: str | torch.device) -> Backend:
+    """The only backend that runs an exported file of ``kind``."""
+    if backend not in ("auto", kind):
+        raise ValueError(f"{path}: this file runs with --backend {kind}, not {backend}")
+    if kind == "onnxruntime":
+        return OnnxRuntimeBackend(path, device)
+    if kind == "aoti":
+        from .aoti import AotiBackend
+
+        return AotiBackend(path)
+    from ...spec import read_sidecar
+    from .tensorrt import TensorRTBackend
+
+    read_sidecar(path)  # a clear error before touching TensorRT / CUDA
+    return TensorRTBackend(path, device if torch.device(device).type == "cuda" else "cuda")
+
+
+def open_backend(source: str | Path | SegmentationModel, backend: str = "auto",
+                 device: str | torch.device = "cpu", amp: str = "auto",
+                 compile: bool = False) -> Backend:
+    """Open a model source with a backend.
+
+    ``source``: a :class:`~temseg.checkpoint.SegmentationModel`, a checkpoint file or run
+    folder (any of torch / onnxruntime), an ``.onnx`` export (onnxruntime), a TensorRT
+    engine ``.engine`` / ``.plan`` / ``.trt`` with its ``.json`` (tensorrt) or an
+    AOTInductor package ``.pt2`` (aoti). ``backend`` "auto": the file's own, or
+    :func:`default_backend` for a checkpoint.
+    """
+    if isinstance(source, SegmentationModel):
+        return make_backend(backend, source, device, amp, compile)
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _file_backend(path, "onnxruntime", backend, device)
+    if suffix in ENGINE_SUFFIXES:
+        return _file_backend(path, "tensorrt", backend, device)
+    if suffix == ".pt2":
+        return _file_backend(path, "aoti", backend, device)
+    return make_backend(backend, load_model(path, device), device, amp, compile)

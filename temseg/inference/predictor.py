@@ -1,0 +1,190 @@
+"""The :class:`Predictor`: a model opened once with its backend and window settings, then
+applied to arrays, files, batches of files and labelled data (nnU-Net's ``nnUNetPredictor``
+habit; the window settings are MONAI's :class:`SlidingWindowInferer`).
+
+Every path goes through :func:`~temseg.inference.slide.segment_slide` (the streaming
+pipeline), so an in-memory array, a 100k x 100k BigTIFF and an evaluation see the same tile
+loop and give the same labels; every model source (checkpoint, run folder, ``.onnx``,
+TensorRT engine, AOTInductor package) works with every method.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..checkpoint import SegmentationModel
+from ..data import DataError, Sample, find_pairs
+from ..io.outputs import clean_stale_parts, output_paths
+from ..metrics import summarize
+from ..policy import choose_device
+from ..spec import ModelSpec
+from .backends import Backend, open_backend
+from .slide import SlideResult, segment_slide
+from .sliding_window import SlidingWindowInferer
+
+__all__ = ["Predictor"]
+
+log = logging.getLogger("temseg.predict")
+
+
+@dataclass
+class Predictor:
+    """A backend (which carries the model's :class:`~temseg.spec.ModelSpec`) with the
+    sliding-window settings and the slide options.
+
+    Attributes:
+        backend: see :mod:`temseg.inference.backends`.
+        window: tile size (None: the model's ``roi_size``), batch, overlap, blending.
+        tta: average over the dihedral transforms of each tile.
+        resample: "auto" | "always" | "never" (see :func:`segment_slide`).
+        progress: progress bars (MPix/s).
+        slide_options: further :func:`segment_slide` keywords (panel_width, out_tile, ...).
+    """
+
+    backend: Backend
+    window: SlidingWindowInferer = field(default_factory=SlidingWindowInferer)
+    tta: bool = False
+    resample: str = "auto"
+    progress: bool = True
+    slide_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, source: str | Path | SegmentationModel, backend: str = "auto",
+             device: str | torch.device = "auto", amp: str = "auto", compile: bool = False,
+             **settings: Any) -> Predictor:
+        """Open a checkpoint, run folder, ``.onnx``, ``.engine`` or ``.pt2`` (or a loaded
+        SegmentationModel) once; ``settings``: the dataclass fields (window, tta, ...)."""
+        dev = choose_device(str(device)) if isinstance(device, str) else device
+        run = open_backend(source, backend, dev, amp, compile)
+        predictor = cls(run, **settings)
+        log.info("%s: backend %s, precision %s", getattr(source, "name", source), run.name,
+                 run.precision)
+        return predictor
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.backend.spec
+
+    def describe(self) -> dict[str, Any]:
+        """What made an output (recorded in every TIFF's description): temseg version,
+        backend, precision, window settings and the model's tile / pixel size."""
+        return {"temseg": {"version": __version__, "backend": self.backend.name,
+                           "precision": self.backend.precision, "tta": self.tta,
+                           "window": {**asdict(self.window), "roi_size": self.roi()},
+                           "model_patch_size": self.spec.patch_size,
+                           "model_pixel_size_um": self.spec.pixel_size_um}}
+
+    def roi(self) -> tuple[int, int]:
+        """The tile size used: the window's, else the model's."""
+        return self.window.roi(self.spec.roi_size)
+
+    def _run(self, input: Any, output_path: Path | None = None, **kw: Any) -> SlideResult:
+        w = self.window
+        return segment_slide(
+            self.spec, input, output_path, backend=self.backend, roi_size=self.roi(),
+            sw_batch_size=w.sw_batch_size, overlap=w.overlap, mode=w.mode,
+            sigma_scale=w.sigma_scale, padding_mode=w.padding_mode, tta=self.tta,
+            resample=self.resample, description=self.describe(),
+            **{"progress": self.progress, **self.slide_options, **kw})
+
+    def predict(self, image: np.ndarray, *, probabilities: bool = False,
+                pixel_size_um: float | None = None, mask: np.ndarray | None = None
+                ) -> SlideResult:
+        """An in-memory (H, W) image: ``result.labels`` (H, W) uint8 and, with
+        ``probabilities``, ``result.probs`` (C, H, W) float32 (``mask``: class indices)."""
+        return self._run(image, return_arrays=True, return_probs=probabilities,
+                         pixel_size_um=pixel_size_um, mask=mask, progress=False)
+
+    def segment(self, image: np.ndarray, pixel_size_um: float | None = None) -> np.ndarray:
+        """Class indices of an (H, W) image: (H, W) uint8."""
+        labels = self.predict(image, pixel_size_um=pixel_size_um).labels
+        assert labels is not None
+        return labels
+
+    def predict_file(self, path: str | Path, out_dir: str | Path, *, overlay: bool = True,
+                     probabilities: bool = False, uncertainty: bool = False,
+                     pixel_size_um: float | None = None, mask: str | Path | None = None
+                     ) -> SlideResult:
+        """Segment one file into ``out_dir/<stem>_mask.tif`` (tiled BigTIFF, grey values),
+        ``<stem>_overlay.png`` and, when asked, ``_probabilities.tif`` / ``_uncertainty.tif``,
+        committed together (:mod:`temseg.io.outputs`)."""
+        path = Path(path)
+        paths = output_paths(out_dir, path.stem, overlay=overlay, probabilities=probabilities,
+                             uncertainty=uncertainty)
+        clean_stale_parts(paths)
+        return self._run(path, paths["mask"], overlay_path=paths.get("overlay"),
+                         probabilities_path=paths.get("probabilities"),
+                         uncertainty_path=paths.get("uncertainty"),
+                         pixel_size_um=pixel_size_um, mask=mask)
+
+    def predict_files(self, inputs: Sequence[str | Path], out_dir: str | Path,
+                      **options: Any) -> tuple[list[Path], list[tuple[Path, str]]]:
+        """:meth:`predict_file` for each input; a file that fails is reported and skipped,
+        the rest go on. Inputs whose outputs would collide (same stem) are refused before
+        any work. Returns (written mask paths, [(failed input, reason), ...])."""
+        paths = [Path(p) for p in inputs]
+        _check_unique_stems(paths)
+        done, failed = [], []
+        for path in paths:
+            try:
+                result = self.predict_file(path, out_dir, **options)
+            except Exception as exc:  # one bad file must not stop the batch
+                reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                log.error("skipped: %s", reason)
+                failed.append((path, reason))
+                continue
+            log.info("%s: %dx%d px in %.1f s (%.2f MPix/s) -> %s", path, result.shape[1],
+                     result.shape[0], result.seconds, result.mpix_per_s,
+                     result.outputs["mask"])
+            done.append(result.outputs["mask"])
+        return done, failed
+
+    def evaluate_folder(self, data_dir: str | Path, pixel_size_um: float | None = None
+                        ) -> dict:
+        """Per-class Dice/IoU on ``DATA/images`` + ``DATA/masks`` (pooled confusion matrix,
+        per-image Dice under ``"images"``), streaming: any slide size."""
+        matrices = {}
+        for image_path, mask_path in find_pairs(data_dir):
+            result = self._run(image_path, mask=mask_path, pixel_size_um=pixel_size_um)
+            matrices[image_path.stem] = result.confusion
+        return self._report(matrices)
+
+    def evaluate_samples(self, samples: Sequence[Sample]) -> dict:
+        """As :meth:`evaluate_folder` for in-memory samples (labels as class indices)."""
+        matrices = {}
+        for s in samples:
+            if s.image.shape != s.labels.shape:
+                raise DataError(f"{s.name}: labels {s.labels.shape} and image "
+                                f"{s.image.shape} differ in size")
+            matrices[s.name] = self.predict(s.image, mask=s.labels,
+                                            pixel_size_um=s.pixel_size_um).confusion
+        return self._report(matrices)
+
+    def _report(self, matrices: dict[str, np.ndarray | None]) -> dict:
+        names = self.spec.classes.names
+        n = len(names)
+        total = sum((cm for cm in matrices.values() if cm is not None),
+                    np.zeros((n, n), np.int64))
+        report = summarize(total, names)
+        report["images"] = {k: summarize(cm, names)["dice"] for k, cm in matrices.items()}
+        report["backend"], report["precision"] = self.backend.name, self.backend.precision
+        return report
+
+
+def _check_unique_stems(paths: Sequence[Path]) -> None:
+    """Raise ValueError when two inputs would write the same ``<stem>_*`` outputs."""
+    counts = Counter(p.stem for p in paths)
+    clashes = [p for p in paths if counts[p.stem] > 1]
+    if clashes:
+        raise ValueError("inputs with the same name would overwrite each other's outputs: "
+                         + ", ".join(map(str, clashes))
+                         + " (segment them into different --out folders or rename them)")
