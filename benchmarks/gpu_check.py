@@ -13,11 +13,12 @@ Sections, run in this order, each a list of cases with one result row per case
 * ``loss``: the fused Dice/CE statistics, their gradient and the whole loss, likewise;
 * ``attention_speed`` / ``loss_speed``: ``triton.testing.do_bench`` medians against SDPA
   (flash), the baseline and MONAI, with the FLOP/byte/exp floor of this card;
-* ``train``: the default model's training step (bf16 autocast, eager and ``torch.compile``,
-  Triton kernels vs the torch reference ops): steps/s and peak memory, then a short fit on
-  phantoms whose weights the slide section uses;
+* ``train``: the default model's eager training step (bf16 autocast, Triton kernels vs the
+  torch reference ops): steps/s and peak memory, then a short fit on phantoms whose weights the
+  slide section uses;
 * ``slide``: ``segment_slide`` through the C++ tiler on CUDA: MPix/s on a whole slide, labels
   against the CPU fp32 path on a crop;
+* ``train_compile``: the same training step under ``torch.compile`` (last: compiling is slow);
 * ``deploy``: what this check cannot run, named as skipped with the reason.
 
 Outputs are poisoned: while a kernel under test runs, every uninitialised tensor is filled
@@ -43,6 +44,7 @@ import math
 import os
 import platform
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -51,6 +53,7 @@ import tempfile
 import time
 import traceback
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -161,6 +164,12 @@ class Report:
               f"{fields['unit']} {fields['note']}", flush=True)
         self.write()
 
+    def reload(self) -> None:
+        """Take the rows and section states a worker process added to the file."""
+        data = json.loads(self.path.read_text())
+        self.rows, self.sections = data["rows"], data["sections"]
+        self.meta.update(data["meta"])
+
     def counts(self) -> dict[str, int]:
         return {s: sum(r["status"] == s for r in self.rows) for s in ("pass", "fail", "skip")}
 
@@ -236,9 +245,10 @@ class Ctx:
     device: torch.device
     report: Report
     seed: int
-    t_end: float
+    t_end: float  # time.time() at which the whole run's budget ends
     state: dict[str, Any] = field(default_factory=dict)
-    deadline: float = math.inf
+    deadline: float = math.inf  # time.time() at which the current section's guard trips
+    section: str = ""
     _cases: int = 0
 
     @property
@@ -260,12 +270,12 @@ class Ctx:
     def fresh_seed(self) -> int:
         """Seed the generators with a new seed for each case (fresh random inputs)."""
         self._cases += 1
-        s = (self.seed + 7919 * self._cases) % 2**31
+        s = (self.seed + 7919 * self._cases + zlib.crc32(self.section.encode())) % 2**31
         torch.manual_seed(s)
         return s
 
     def over(self) -> bool:
-        return time.perf_counter() > self.deadline
+        return time.time() > self.deadline
 
     def sync(self) -> None:
         if self.cuda:
@@ -830,31 +840,35 @@ def _train_batches(ctx: Ctx, count: int = 8) -> list[tuple[torch.Tensor, torch.T
     return batches
 
 
-def train_cases(ctx: Ctx) -> Iterator[Case]:
-    batches = _train_batches(ctx)
-    results: dict[Any, Any] = {}
-
+def _variant_case(ctx: Ctx, kernels: str, compiled: bool, results: dict[Any, Any]) -> Case:
     s = ctx.sizes
+    if "batches" not in ctx.state:
+        ctx.state["batches"] = _train_batches(ctx)
+    mode = "compile" if compiled else "eager"
+    label = f"{mode}+{'Triton' if kernels == 'triton' else 'torch'}"
+    name = f"step {mode} + {'Triton kernels' if kernels == 'triton' else 'torch reference ops'}"
     group = (f"steps/s, batch {s.train_batch}x{s.train_size}^2, "
              f"{'bf16 autocast' if ctx.cuda else 'fp32'}")
+    fn = functools.partial(_train_variant, ctx, ctx.state["batches"], kernels, compiled, results)
+    return name, grouped(fn, group, label)
 
-    def variant(kernels: str, compiled: bool) -> Case:
-        mode = "compile" if compiled else "eager"
-        label = f"{mode}+{'Triton' if kernels == 'triton' else 'torch'}"
-        name = f"step {mode} + {'Triton kernels' if kernels == 'triton' else 'torch reference ops'}"
-        fn = functools.partial(_train_variant, ctx, batches, kernels, compiled, results)
-        return name, grouped(fn, group, label)
 
-    yield variant("torch", False)
-    yield variant("triton", False)
+def train_cases(ctx: Ctx) -> Iterator[Case]:
+    """Eager steps, their agreement, and the fit whose weights the slide section uses (the
+    compiled steps come after the slide section: compiling is the slowest part)."""
+    results: dict[Any, Any] = {}
+    yield _variant_case(ctx, "torch", False, results)
+    yield _variant_case(ctx, "triton", False, results)
     yield "first step: Triton vs torch ops (eager)", functools.partial(
         _train_agreement, results)
-    # before the compiled variants, so that the slide section gets fitted weights even when
-    # compiling runs into the section's time guard
     yield "fit on phantoms (eager+Triton; slide weights)", functools.partial(
-        _train_fit, ctx, batches, results)
-    yield variant("torch", True)
-    yield variant("triton", True)
+        _train_fit, ctx, ctx.state["batches"], results)
+
+
+def train_compile_cases(ctx: Ctx) -> Iterator[Case]:
+    results: dict[Any, Any] = {}
+    yield _variant_case(ctx, "torch", True, results)
+    yield _variant_case(ctx, "triton", True, results)
 
 
 def _train_variant(ctx: Ctx, batches: list, kernels: str, compiled: bool,
@@ -909,9 +923,9 @@ def _train_fit(ctx: Ctx, batches: list, results: dict[Any, Any]) -> dict[str, An
         return row("skip", note="the eager Triton variant did not run: the slide section uses "
                    "an untrained model")
     s = ctx.sizes
-    stop = min(time.perf_counter() + s.fit_s, ctx.deadline - 5)
+    stop = min(time.time() + s.fit_s, ctx.deadline - 5)
     losses, t0 = [], time.perf_counter()
-    while len(losses) < s.fit_steps and (not losses or time.perf_counter() < stop):
+    while len(losses) < s.fit_steps and (not losses or time.time() < stop):
         losses.append(step(*batches[len(losses) % len(batches)])[0])
     ctx.state["net"] = step.net
     ctx.state["fit_steps"] = 1 + s.train_steps + len(losses)  # the variant's steps too
@@ -1076,11 +1090,20 @@ SECTIONS: tuple[tuple[str, Callable[[Ctx], Iterable[Case]], float], ...] = (
     ("loss", loss_cases, 45.0),
     ("attention_speed", attention_speed_cases, 60.0),
     ("loss_speed", loss_speed_cases, 25.0),
-    ("train", train_cases, 150.0),
+    ("train", train_cases, 75.0),
     ("slide", slide_cases, 90.0),
+    ("train_compile", train_compile_cases, 130.0),
     ("deploy", deploy_cases, 10.0),
 )
 SECTION_NAMES = tuple(name for name, _, _ in SECTIONS)
+LIMITS = {name: limit for name, _, limit in SECTIONS}
+# Each group runs in its own worker process, so that a sticky CUDA error (an illegal address
+# in a kernel that never ran on a GPU before) or a hang costs only the rest of its group: the
+# rows written before it stay, and the next group starts on a fresh CUDA context. The dry run
+# uses one worker for every section.
+GROUPS = (("env", "attention"), ("loss",), ("attention_speed", "loss_speed"),
+          ("train", "slide", "train_compile"), ("deploy",))
+GRACE_S = 60.0  # past a group's limits before its worker is killed (a compile is not cut short)
 
 
 def run_section(ctx: Ctx, name: str, cases_fn: Callable[[Ctx], Iterable[Case]],
@@ -1089,8 +1112,9 @@ def run_section(ctx: Ctx, name: str, cases_fn: Callable[[Ctx], Iterable[Case]],
     run's budget, whichever ends first): one row per case, a ``fail`` row for a case that
     raises, one ``skip`` row for the cases left when the guard trips."""
     t0 = time.perf_counter()
-    ctx.deadline = min(t0 + limit_s, ctx.t_end)
+    ctx.deadline, ctx.section, ctx._cases = min(time.time() + limit_s, ctx.t_end), name, 0
     info = ctx.report.sections[name] = {"limit_s": limit_s, "state": "running"}
+    ctx.report.write()
     if ctx.over():
         ctx.report.add(name, "(whole section)", row("skip", note="time budget spent before "
                        "this section"), 0.0)
@@ -1118,6 +1142,42 @@ def run_section(ctx: Ctx, name: str, cases_fn: Callable[[Ctx], Iterable[Case]],
         ctx.report.add(name, case_name, fields, time.perf_counter() - t)
         _free(ctx)
     info.update(state="done", seconds=round(time.perf_counter() - t0, 1))
+    ctx.report.write()
+
+
+def run_group(report: Report, group: tuple[str, ...], args: argparse.Namespace,
+              t_end: float) -> None:
+    """Run ``group`` in a worker process (``--worker``), which appends its rows to the JSON;
+    record its death (signal, exit status, kill at its time limit) as a ``fail`` row of the
+    section it was in, and the sections it never started as ``skip``."""
+    limit = min(sum(LIMITS[n] for n in group), max(t_end - time.time(), 0.0)) + GRACE_S
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", ",".join(group),
+           "--out", str(args.out), "--seed", str(args.seed), "--t-end", repr(t_end)]
+    cmd += ["--dry-run"] if args.dry_run else []
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, start_new_session=True)  # its compile workers die with it
+    try:
+        rc: int | str = proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        rc = f"was killed after {limit:.0f} s (its sections' limits + {GRACE_S:.0f} s)"
+    finally:  # also on SIGTERM: the worker and whatever it started go with the parent
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        report.reload()
+    if rc in (0, 1):
+        return
+    why = rc if isinstance(rc, str) else (f"died of signal {-rc}" if rc < 0 else f"exit {rc}")
+    running = [n for n in group if report.sections.get(n, {}).get("state") == "running"]
+    for name in running:
+        report.sections[name]["state"] = "died"
+        report.add(name, "(worker process)", row("fail", note=f"the worker process of "
+                   f"{', '.join(group)} {why} in this section; rows above are what it wrote"),
+                   time.perf_counter() - t0)
+    for name in (n for n in group if n not in report.sections):
+        report.sections[name] = {"limit_s": LIMITS[name], "state": "not run"}
+        report.add(name, "(whole section)", row("skip", note=f"not run: the worker process "
+                   f"of {', '.join(group)} {why} before it"), 0.0)
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -1144,52 +1204,83 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the same code paths on the CPU with tiny sizes (no GPU needed)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="time budget of the whole run; sections left when it is spent are "
-                        "skipped (default 450 on CUDA, 150 for a dry run)")
+                        "skipped (default 440 on CUDA, 150 for a dry run)")
     p.add_argument("--seed", type=int, default=None,
                    help="base seed (default: random on CUDA, recorded in the JSON; 0 dry run)")
     p.add_argument("--only", default="", help=f"comma-separated sections of {SECTION_NAMES}")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # sections of one worker
+    p.add_argument("--t-end", type=float, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Worker process: run its sections, appending rows to the JSON the parent started."""
+    if args.dry_run:
+        torch.set_num_threads(1)
+    report = Report(args.out, {})
+    report.reload()
+    device = torch.device("cpu" if args.dry_run else "cuda")
+    if device.type == "cuda":  # the parent leaves CUDA alone: its workers own the device
+        report.meta["device"] = torch.cuda.get_device_name(device)
+    ctx = Ctx(DRY if args.dry_run else Sizes(), device, report, args.seed, t_end=args.t_end)
+    for name, fn, limit in SECTIONS:
+        if name in args.worker.split(","):
+            run_section(ctx, name, fn, limit)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Read when the kernel modules are first imported (lazily, at the first launch) and when
-    # cuBLAS starts (deterministic mode, used by the output poisoning, wants a fixed workspace).
+    # Read when the kernel modules are first imported (lazily, at the first launch). No
+    # CUBLAS_WORKSPACE_CONFIG for the deterministic mode of the poisoning: it only warns
+    # (silenced), and a smaller cuBLAS workspace would change the timings.
     os.environ["TRITON_INTERPRET"] = "1" if args.dry_run else "0"
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if args.worker is not None:
+        return worker(args)
     if not args.dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here, nothing measured; `--dry-run` checks the code "
               "paths on the CPU", file=sys.stderr)
         return 2
-    only = [s for s in args.only.split(",") if s]
+    only = [s for s in args.only.split(",") if s] or list(SECTION_NAMES)
     unknown = set(only) - set(SECTION_NAMES)
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTION_NAMES}")
-    if args.dry_run:
-        torch.set_num_threads(1)
-    device = torch.device("cpu" if args.dry_run else "cuda")
-    sizes = DRY if args.dry_run else Sizes()
-    budget = args.budget_s if args.budget_s is not None else (150.0 if args.dry_run else 450.0)
-    seed = args.seed if args.seed is not None else (0 if args.dry_run else secrets.randbelow(2**31))
-    t_start = time.perf_counter()
+    budget = args.budget_s if args.budget_s is not None else (150.0 if args.dry_run else 440.0)
+    if args.seed is None:
+        args.seed = 0 if args.dry_run else secrets.randbelow(2**31)
+    t_start, t_end = time.perf_counter(), time.time() + budget - 5.0
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "dry_run": args.dry_run,
-            "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+            "device": "cpu" if args.dry_run else "cuda",
             "python": platform.python_version(), "torch": torch.__version__,
-            "commit": _git_commit(), "seed": seed, "budget_s": budget, "sizes": asdict(sizes),
-            "sections": list(only or SECTION_NAMES)}
+            "commit": _git_commit(), "seed": args.seed, "budget_s": budget,
+            "sizes": asdict(DRY if args.dry_run else Sizes()), "sections": only}
     report = Report(args.out, meta)
-    ctx = Ctx(sizes, device, report, seed, t_end=t_start + budget - 5.0)
-    for name, fn, limit in SECTIONS:
-        if not only or name in only:
-            run_section(ctx, name, fn, limit)
-    meta["elapsed_s"] = round(time.perf_counter() - t_start, 1)
-    report.write(complete=True)
+    report.write()
+    groups = [tuple(only)] if args.dry_run else [g for g in (
+        tuple(n for n in grp if n in only) for grp in GROUPS) if g]
+    # `timeout` (SIGTERM) still gets the table and a consistent JSON
+    signal.signal(signal.SIGTERM, _interrupt)
+    interrupted = False
+    try:
+        for group in groups:
+            run_group(report, group, args, t_end)
+    except KeyboardInterrupt:
+        interrupted = True
+        running = [n for n, i in report.sections.items() if i.get("state") == "running"]
+        report.add("runner", "(interrupted)", row("fail", note=f"stopped by a signal during "
+                   f"{', '.join(running) or 'no section'}; later sections did not run"), 0.0)
+    report.meta["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+    report.write(complete=not interrupted)
     counts = report.counts()
     print(report.table())
     print(f"gpu_check: {counts['pass']} pass, {counts['fail']} fail, {counts['skip']} skip in "
-          f"{meta['elapsed_s']} s on {meta['device']}{' (dry run)' if args.dry_run else ''}; "
-          f"JSON: {args.out}")
+          f"{report.meta['elapsed_s']} s on {report.meta['device']}"
+          f"{' (dry run)' if args.dry_run else ''}; JSON: {args.out}")
     return 1 if counts["fail"] else 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":
