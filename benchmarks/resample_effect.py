@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from temseg.predict import evaluate_files
 
 from temseg import load_model
 from temseg.data import find_pairs, group_of, read_image
+from temseg.inference import Predictor
 from temseg.io.resample import ResampledSource
 from temseg.io.slides import ArraySource
 
@@ -63,6 +63,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.getLogger("temseg.slide").setLevel(logging.ERROR)  # the expected size warnings
     model = load_model(args.run)
+    predictors = {mode: Predictor.open(model, args.backend, "cpu", amp="off", resample=mode,
+                                       progress=False) for mode in ("always", "never")}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for f in args.factors:
@@ -70,8 +72,7 @@ def main() -> None:
             n = rescaled_copy(Path(args.data), args.groups, f, folder)
             row = {"factor": f, "images": n}
             for mode in ("always", "never"):
-                report = evaluate_files(model, folder, progress=False, backend=args.backend,
-                                        resample=mode)
+                report = predictors[mode].evaluate_folder(folder, instances=False)
                 row[mode] = report["mean_dice"]
             rows.append(row)
             print(f"x{f}: mean Dice resampled {row['always']:.3f}, as is {row['never']:.3f} "

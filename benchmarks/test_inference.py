@@ -73,9 +73,9 @@ def best_backend(net: torch.nn.Module, bench_cfg: BenchConfig,
     candidates: dict[str, Any] = {"torch": make_backend("torch", net)}
     onnx_path: Path | None = None
     notes: dict[str, str] = {}
-    from temseg.inference.backends import inference_amp
+    from temseg.policy import inference_precision
 
-    if inference_amp("cpu", "auto")[0] == torch.bfloat16:
+    if inference_precision("cpu", "auto").dtype == torch.bfloat16:
         # what `temseg predict` runs here by default (--amp auto): bf16 measured faster
         candidates["torch-bf16"] = make_backend("torch-bf16", net)
     if onnxruntime_backend_available():
