@@ -229,7 +229,7 @@ def run_pipeline(source: SlideSource, plan: SlidePlan, predictor: Callable, outp
     try:
         pipe.run(lambda: pipe.pump(predict_rows(rows, timed(predictor, "infer"),
                                                 sw_batch_size, plan.tile, n_classes,
-                                                on_batch), scores))
+                                                on_batch, split_keys=True), scores))
     finally:
         bar.close()
     return tiles[0]
