@@ -33,7 +33,7 @@ from .backends import Backend, open_backend
 from .slide import SlideLayout, SlideResult, segment_slide, slide_layout
 from .sliding_window import SlidingWindowInferer
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "check_unique_stems"]
 
 log = logging.getLogger("temseg.predict")
 
@@ -159,7 +159,7 @@ class Predictor:
         the rest go on. Inputs whose outputs would collide (same stem) are refused before
         any work. Returns (written mask paths, [(failed input, reason), ...])."""
         paths = [Path(p) for p in inputs]
-        _check_unique_stems(paths)
+        check_unique_stems(paths)
         done, failed = [], []
         for path in paths:
             try:
@@ -207,7 +207,7 @@ class Predictor:
         return report
 
 
-def _check_unique_stems(paths: Sequence[Path]) -> None:
+def check_unique_stems(paths: Sequence[Path]) -> None:
     """Raise ValueError when two inputs would write the same ``<stem>_*`` outputs."""
     counts = Counter(slide_stem(p) for p in paths)
     clashes = [p for p in paths if counts[slide_stem(p)] > 1]
