@@ -20,12 +20,16 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "temseg.data": ("temseg.inference", "temseg.train", "temseg.export", "temseg.cli",
                     "socket", "urllib", "requests", "http"),
     "temseg.io": ("temseg.inference", "temseg.train", "temseg.export", "temseg.cli",
+                  "temseg.distributed", "ray",
                   "socket", "urllib", "requests", "http"),
     "temseg.models": ("temseg.train", "temseg.inference", "temseg.export", "temseg.cli"),
-    "temseg.inference": ("temseg.train", "temseg.cli", "temseg.export"),
+    "temseg.inference": ("temseg.train", "temseg.cli", "temseg.export", "temseg.distributed",
+                         "ray"),
     "temseg.export": ("temseg.inference.slide", "temseg.inference.predictor",
                       "temseg.inference.tiles", "temseg.train", "temseg.cli"),
     "temseg.train": ("temseg.inference", "temseg.export", "temseg.cli"),
+    # the Ray driver and workers: on top of inference and io, below the CLI
+    "temseg.distributed": ("temseg.train", "temseg.export", "temseg.cli"),
     "temseg.spec": ("temseg.inference", "temseg.train", "temseg.export", "temseg.cli"),
     "temseg.policy": ("temseg.",),
 }

@@ -166,3 +166,23 @@ def test_regions_written_in_any_order_equal_whole_slide(ckpt, tmp_path: Path) ->
         a = zarr.open_group(str(path), mode="r")[str(k)]
         b = zarr.open_group(str(whole.outputs["mask"]), mode="r")[str(k)]
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_resampled_slide_into_ome_zarr(ckpt, image, tmp_path: Path) -> None:
+    """A slide finer than the model is segmented shrunk and mapped back: the OME-Zarr mask
+    equals the TIFF mask (both come through ResampledOutputs) and keeps the input's pixel
+    size."""
+    from temseg.checkpoint import load_model
+
+    src = write_tiff(tmp_path / "d.tif", image)
+    model = load_model(ckpt)
+    model.pixel_size_um = 2 * PX
+    p = Predictor.open(model, "torch", "cpu", amp="off", progress=False,
+                       slide_options={"panel_width": 128, "out_tile": 64})
+    tif = p.predict_file(src, tmp_path / "o")
+    zr = p.predict_file(src, tmp_path / "o", mask_format="ome-zarr")
+    assert "resample_back" in zr.timings and sorted(zr.outputs) == ["mask", "overlay"]
+    source = open_slide(zr.outputs["mask"])
+    assert source.shape == image.shape and source.pixel_size_um == pytest.approx(PX)
+    np.testing.assert_array_equal(source.read(0, image.shape[0]),
+                                  tifffile.imread(tif.outputs["mask"]))

@@ -86,7 +86,8 @@ class WorkerStats:
 @dataclass
 class ClusterReport:
     """The outcome of :func:`predict_on_ray`: masks written, failed inputs with the reason,
-    per-worker statistics, wall seconds, pixels segmented, regions (and those resumed)."""
+    per-worker statistics, wall seconds (``startup_seconds`` of them connecting to Ray and
+    starting the workers), pixels segmented, regions (and those resumed)."""
 
     outputs: list[Path]
     failed: list[tuple[Path, str]]
@@ -95,6 +96,7 @@ class ClusterReport:
     pixels: int
     regions: int = 0
     resumed: int = 0
+    startup_seconds: float = 0.0
 
     @property
     def mpix_per_s(self) -> float:
@@ -109,7 +111,8 @@ class ClusterReport:
             lines.append(f"{w.index:>6} {w.node[:10]:>10} {pids[:12]:>12} {w.tasks:>5} "
                          f"{w.pixels / 1e6:>8.1f} {w.seconds:>8.1f} {w.mpix_per_s:>7.2f}")
         lines.append(f"total: {self.pixels / 1e6:.1f} MPix in {self.seconds:.1f} s = "
-                     f"{self.mpix_per_s:.2f} MPix/s; {self.regions} regions"
+                     f"{self.mpix_per_s:.2f} MPix/s (start-up {self.startup_seconds:.1f} s); "
+                     f"{self.regions} regions"
                      + (f" ({self.resumed} resumed)" if self.resumed else ""))
         return "\n".join(lines)
 
@@ -251,6 +254,7 @@ def predict_on_ray(config: WorkerConfig, inputs: Sequence[str | Path], out_dir: 
     t0 = time.perf_counter()
     connect(options.address)
     pool = WorkerPool(config, options)
+    startup = time.perf_counter() - t0
     split = None if options.split_mpix < 0 else int(options.split_mpix * 1e6)
     jobs = [InputJob(p, Path(out_dir), dict(predict_options), split, config.fingerprint())
             for p in paths]
@@ -270,7 +274,9 @@ def predict_on_ray(config: WorkerConfig, inputs: Sequence[str | Path], out_dir: 
     finally:
         progress.bar.close()
         pool.close()
-    return _report(jobs, pool.stats, time.perf_counter() - t0)
+    report = _report(jobs, pool.stats, time.perf_counter() - t0)
+    report.startup_seconds = startup
+    return report
 
 
 def _cause(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -349,8 +350,10 @@ class LabelStore:
         return self.path
 
     def _write_metadata(self, name: str) -> None:
-        from ome_zarr.format import FormatV05
-        from ome_zarr.writer import add_metadata, write_multiscales_metadata
+        with warnings.catch_warnings():  # ome_zarr.writer's own deprecated Scaler default
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from ome_zarr.format import FormatV05
+            from ome_zarr.writer import add_metadata, write_multiscales_metadata
 
         fmt = FormatV05()
         px = self.info.get("pixel_size_um")
