@@ -118,8 +118,12 @@ class ClusterReport:
 
 
 def connect(address: str | None = None, **init_kwargs: Any) -> bool:
-    """Connect to Ray (a no-op when already connected); True when this call connected."""
-    import ray
+    """Connect to Ray (a no-op when already connected); True when this call connected.
+    ValueError when Ray is not installed."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ValueError("--cluster ray needs Ray: pip install 'temseg[ray]'") from exc
 
     if ray.is_initialized():
         return False

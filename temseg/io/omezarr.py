@@ -249,6 +249,8 @@ class LabelStore:
         ``progress``: with a folder for region markers (a resumable job)."""
         import zarr
 
+        require_ome_zarr()
+
         part = cls.part_path(path)
         for old in (part, cls.progress_path(path)):
             shutil.rmtree(old, ignore_errors=True)
@@ -368,6 +370,15 @@ class LabelStore:
                     for k, ct in enumerate(transforms)]
         write_multiscales_metadata(self.group, datasets, fmt=fmt, axes=axes, name=name)
         add_metadata(self.group, {"image-label": _image_label(self.classes)}, fmt=fmt)
+
+
+def require_ome_zarr() -> None:
+    """Fail before any work when ome-zarr (which writes the NGFF metadata) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("ome_zarr") is None:
+        raise ValueError("OME-Zarr output needs the ome-zarr package: pip install "
+                         "'temseg[zarr]'")
 
 
 def _image_label(classes: ClassTable) -> dict[str, Any]:
