@@ -50,6 +50,47 @@ def _slide_args(p: argparse.ArgumentParser) -> None:
                         "ones blurs them and measured worse)")
 
 
+def _output_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inputs and outputs")
+    g.add_argument("--format", choices=["tiff", "ome-zarr"], default="tiff",
+                   help="mask format: tiled BigTIFF <stem>_mask.tif (default) or an NGFF label "
+                        "image <stem>_mask.ome.zarr (pyramid, class names and colours)")
+    g.add_argument("--level", type=int, default=0,
+                   help="pyramid level of OME-Zarr inputs (0: full resolution)")
+    g.add_argument("--panel-width", type=int, default=None, metavar="PX",
+                   help="widest column panel streamed at once (memory); with --cluster ray "
+                        "the width of a slide's regions. Default 8192, 4096 with --cluster "
+                        "ray; the same value gives the same labels with and without Ray")
+    g.add_argument("--out-tile", type=int, default=512, metavar="PX",
+                   help="tile side of the output TIFFs and chunk side of OME-Zarr outputs "
+                        "(a multiple of 16; panels are multiples of it)")
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale-out on Ray (pip install temseg[ray]; docs/scaling.md)")
+    g.add_argument("--cluster", choices=["none", "ray"], default="none",
+                   help="ray: spread files over a pool of workers and split large slides "
+                        "(--format ome-zarr) into regions")
+    g.add_argument("--address", default=None,
+                   help="Ray address: auto (the running cluster), ray://HOST:PORT (Ray "
+                        "Client) or HOST:PORT; default: RAY_ADDRESS, else a local cluster")
+    g.add_argument("--num-workers", type=int, default=None,
+                   help="workers (default: as many as the cluster's CPUs / GPUs hold)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="CPUs per worker (its torch threads)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker")
+    g.add_argument("--split-mpix", type=float, default=64.0, metavar="MPIX",
+                   help="split slides of at least this size into regions (with --format "
+                        "ome-zarr; negative: never)")
+    g.add_argument("--max-retries", type=int, default=3,
+                   help="restarts of a killed worker and retries of its task")
+
+
+def _slide_options(args: argparse.Namespace, default_panel: int = 8192) -> dict:
+    width = getattr(args, "panel_width", None)
+    return {"panel_width": width or default_panel, "out_tile": getattr(args, "out_tile", 512)}
+
+
 def _predictor(args: argparse.Namespace):
     """The Predictor of ``temseg predict`` / ``evaluate``: MODEL opened once."""
     from .inference import Predictor, SlidingWindowInferer
@@ -61,7 +102,25 @@ def _predictor(args: argparse.Namespace):
                                   args.sigma_scale)
     return Predictor.open(args.model, args.backend, args.device, amp=args.amp,
                           window=window, tta=args.tta, resample=args.resample,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, slide_options=_slide_options(args))
+
+
+def _predict_on_ray(args: argparse.Namespace, out: Path, options: dict) -> tuple[list, list]:
+    """``temseg predict --cluster ray``: the model is opened by the workers only."""
+    from .distributed import ClusterOptions, WorkerConfig, predict_on_ray
+    from .inference import SlidingWindowInferer
+
+    window = SlidingWindowInferer(args.roi_size, args.sw_batch_size, args.overlap, args.mode,
+                                  args.sigma_scale)
+    config = WorkerConfig(args.model, args.backend, args.device, args.amp, window, args.tta,
+                          args.resample, _slide_options(args, 4096),
+                          threads=max(1, round(args.cpus_per_worker)))
+    cluster = ClusterOptions(args.address, args.num_workers, args.cpus_per_worker,
+                             args.gpus_per_worker, args.max_retries, args.split_mpix,
+                             progress=not args.no_progress)
+    report = predict_on_ray(config, args.inputs, out, cluster, **options)
+    print(report.summary())
+    return report.outputs, report.failed
 
 
 def _check_writable(path: str) -> None:
@@ -196,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment images; writes masks and overlays")
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("inputs", nargs="+", help="image files (TIFF/PNG)")
+    p.add_argument("inputs", nargs="+", help="image files (TIFF/PNG) or OME-Zarr images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     _window_args(p)
@@ -208,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--morphometrics", action="store_true",
                    help="also measure the instances of each mask (as temseg morphometrics): "
                         "<stem>_instances.csv, <stem>_morphometrics.json, histograms")
+    _output_args(p)
+    _cluster_args(p)
 
     _export_args(sub.add_parser("export", help="export a model for deployment (ONNX, "
                                 "TensorRT, AOTI)"))
@@ -321,13 +382,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """``temseg predict``: every input segmented; exit 1 when any failed."""
+    """``temseg predict``: every input segmented (on Ray with --cluster ray); exit 1 when any
+    failed."""
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
-    done, failed = _predictor(args).predict_files(
-        args.inputs, out, probabilities=args.probabilities, uncertainty=args.uncertainty,
-        morphometrics=args.morphometrics, pixel_size_um=args.pixel_size)
+    options = dict(probabilities=args.probabilities, uncertainty=args.uncertainty,
+                   morphometrics=args.morphometrics, pixel_size_um=args.pixel_size,
+                   mask_format=args.format, level=args.level)
+    if args.cluster == "ray":
+        done, failed = _predict_on_ray(args, out, options)
+    else:
+        done, failed = _predictor(args).predict_files(args.inputs, out, **options)
     print(f"{len(done)} segmented into {args.out}, {len(failed)} failed")
     for path, reason in failed:
         print(f"  FAILED {path}: {reason}", file=sys.stderr)

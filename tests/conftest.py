@@ -26,3 +26,23 @@ def blocks_dataset(root: Path, n: int = 3, size: int = 96, seed: int = 0) -> Pat
 @pytest.fixture
 def blocks(tmp_path: Path) -> Path:
     return blocks_dataset(tmp_path / "blocks")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of a tiny untrained model (width 4, depth 2, training patch 64: inference
+    tile 128) with a zero head bias, so that several classes come out."""
+    import torch
+
+    from temseg.checkpoint import SegmentationModel, save_checkpoint
+    from temseg.models import UNetConfig, build_model
+
+    torch.manual_seed(0)
+    net = build_model(UNetConfig(width=4, depth=2, blocks_per_stage=1, bottleneck_blocks=1,
+                                 heads=1, attention=False))
+    model = SegmentationModel(net, patch_size=64).eval()
+    with torch.no_grad():
+        model.net.head.bias.zero_()
+    path = tmp_path_factory.mktemp("tiny-model") / "tiny.pt"
+    save_checkpoint(path, model)
+    return path

@@ -17,6 +17,7 @@ from temseg.data import DataError, load_dataset
 from temseg.inference import Predictor, SlidingWindowInferer, sliding_window_inference
 from temseg.inference.backends import TorchBackend
 from temseg.inference.slide import plan_panels, segment_slide
+from temseg.inference.tiles import TileRow, predict_rows
 from temseg.inference.tta import TTABackend
 from temseg.io.slides import RowWindow, open_slide
 from temseg.labels import TEM_CLASSES
@@ -302,3 +303,22 @@ def test_same_command_gives_byte_identical_outputs_under_load(model, image, tmp_
         desc = json.loads(tif.pages[0].description)
     assert desc["temseg"]["precision"] in ("fp32", "bf16")
     assert desc["temseg"]["backend"]
+
+
+def test_batches_never_span_panels() -> None:
+    """split_keys (the slide pipeline's setting): a panel's batches do not depend on the
+    panels before it, so a region predicted alone sees the same batches (temseg.distributed);
+    without it (MONAI's in-memory semantics) batches are filled across keys."""
+    def rows() -> list[TileRow]:
+        return [TileRow(key, k, np.zeros((3, 1, 8, 8), np.float32), np.zeros((3, 2), np.int64))
+                for key in (0, 1) for k in range(2)]
+
+    def batches(split: bool) -> list[int]:
+        sizes: list[int] = []
+        chunks = list(predict_rows(rows(), lambda x: torch.zeros(len(x), 2, 8, 8), 4, (8, 8),
+                                   on_batch=sizes.append, split_keys=split))
+        assert sum(c.scores is None for c in chunks) == 4  # every row ends once
+        return sizes
+
+    assert batches(False) == [4, 4, 4]  # 12 tiles, a batch spans the panels 0 and 1
+    assert batches(True) == [4, 2, 4, 2]  # each panel: 6 tiles = 4 + 2

@@ -23,15 +23,17 @@ import torch
 from .. import __version__
 from ..checkpoint import SegmentationModel
 from ..data import DataError, Sample, find_pairs
+from ..io.omezarr import LabelStore, RegionOutputs
 from ..io.outputs import clean_stale_parts, output_paths
+from ..io.slides import slide_stem
 from ..metrics import summarize
 from ..policy import choose_device
 from ..spec import ModelSpec
 from .backends import Backend, open_backend
-from .slide import SlideResult, segment_slide
+from .slide import SlideLayout, SlideResult, segment_slide, slide_layout
 from .sliding_window import SlidingWindowInferer
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "check_unique_stems"]
 
 log = logging.getLogger("temseg.predict")
 
@@ -116,28 +118,54 @@ class Predictor:
     def predict_file(self, path: str | Path, out_dir: str | Path, *, overlay: bool = True,
                      probabilities: bool = False, uncertainty: bool = False,
                      morphometrics: bool = False, pixel_size_um: float | None = None,
-                     mask: str | Path | None = None) -> SlideResult:
-        """Segment one file into ``out_dir/<stem>_mask.tif`` (tiled BigTIFF, grey values),
-        ``<stem>_overlay.png`` and, when asked, ``_probabilities.tif`` / ``_uncertainty.tif``,
-        committed together (:mod:`temseg.io.outputs`). ``morphometrics``: then measure the
-        mask's instances, streaming (:func:`temseg.morphometrics.measure_mask`), into
-        ``<stem>_instances.csv``, ``<stem>_morphometrics.json`` and diameter histograms."""
+                     mask: str | Path | None = None, mask_format: str = "tiff",
+                     level: int = 0) -> SlideResult:
+        """Segment one file (TIFF, PNG, OME-Zarr at ``level``) into
+        ``out_dir/<stem>_mask.tif`` (tiled BigTIFF, grey values; ``mask_format`` "ome-zarr":
+        ``<stem>_mask.ome.zarr``, an NGFF label image), ``<stem>_overlay.png`` and, when
+        asked, ``_probabilities.tif`` / ``_uncertainty.tif``, committed together
+        (:mod:`temseg.io.outputs`). ``morphometrics``: then measure the mask's instances,
+        streaming (:func:`temseg.morphometrics.measure_mask`), into ``<stem>_instances.csv``,
+        ``<stem>_morphometrics.json`` and diameter histograms."""
         path = Path(path)
-        paths = output_paths(out_dir, path.stem, overlay=overlay, probabilities=probabilities,
-                             uncertainty=uncertainty)
+        paths = output_paths(out_dir, slide_stem(path), overlay=overlay,
+                             probabilities=probabilities, uncertainty=uncertainty,
+                             mask_format=mask_format)
         clean_stale_parts(paths)
         result = self.segment_slide(path, paths["mask"], overlay_path=paths.get("overlay"),
-                           probabilities_path=paths.get("probabilities"),
-                           uncertainty_path=paths.get("uncertainty"),
-                           pixel_size_um=pixel_size_um, mask=mask)
+                                    probabilities_path=paths.get("probabilities"),
+                                    uncertainty_path=paths.get("uncertainty"),
+                                    pixel_size_um=pixel_size_um, mask=mask, level=level)
         if morphometrics:
             from ..morphometrics import measure_mask, write_morphometrics
 
             measured = measure_mask(result.outputs["mask"], pixel_size_um=pixel_size_um,
                                     classes=self.spec.classes,
                                     probabilities=result.outputs.get("probabilities"))
-            result.outputs.update(write_morphometrics(measured, out_dir, path.stem))
+            result.outputs.update(write_morphometrics(measured, out_dir, slide_stem(path)))
         return result
+
+    def layout(self, path: str | Path, pixel_size_um: float | None = None, level: int = 0
+               ) -> SlideLayout:
+        """How :meth:`predict_file` cuts ``path`` into column panels (and its normalisation),
+        for splitting it into regions (:mod:`temseg.distributed`)."""
+        options = {k: v for k, v in self.slide_options.items()
+                   if k in ("panel_width", "out_tile", "normalization")}
+        return slide_layout(self.spec, path, pixel_size_um=pixel_size_um,
+                            resample=self.resample, level=level, **options)
+
+    def predict_region(self, path: str | Path, store: str | Path, name: str,
+                       panels: Sequence[int], columns: tuple[int, int],
+                       layout: SlideLayout, level: int = 0) -> SlideResult:
+        """Segment the column panels ``panels`` (slide columns ``columns``) of ``path`` into
+        level 0 of the label store being written for ``store`` (:class:`~temseg.io.omezarr.
+        LabelStore`), then mark region ``name`` done. ``layout``: :meth:`layout`'s, so that
+        every region uses the slide's normalisation. The labels equal those of
+        :meth:`predict_file` with the same ``panel_width`` bit for bit."""
+        outputs = RegionOutputs(LabelStore.open(store), name, columns)
+        return self.segment_slide(path, None, outputs=outputs, panels=panels,
+                         normalization=(layout.offset, layout.scale),
+                         pixel_size_um=layout.pixel_size_um, level=level, progress=False)
 
     def predict_files(self, inputs: Sequence[str | Path], out_dir: str | Path,
                       **options: Any) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -145,7 +173,7 @@ class Predictor:
         the rest go on. Inputs whose outputs would collide (same stem) are refused before
         any work. Returns (written mask paths, [(failed input, reason), ...])."""
         paths = [Path(p) for p in inputs]
-        _check_unique_stems(paths)
+        check_unique_stems(paths)
         done, failed = [], []
         for path in paths:
             try:
@@ -213,10 +241,10 @@ class Predictor:
         return report
 
 
-def _check_unique_stems(paths: Sequence[Path]) -> None:
+def check_unique_stems(paths: Sequence[Path]) -> None:
     """Raise ValueError when two inputs would write the same ``<stem>_*`` outputs."""
-    counts = Counter(p.stem for p in paths)
-    clashes = [p for p in paths if counts[p.stem] > 1]
+    counts = Counter(slide_stem(p) for p in paths)
+    clashes = [p for p in paths if counts[slide_stem(p)] > 1]
     if clashes:
         raise ValueError("inputs with the same name would overwrite each other's outputs: "
                          + ", ".join(map(str, clashes))

@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,6 +42,7 @@ from .. import _C
 from ..checkpoint import SegmentationModel
 from ..data.io import DataError
 from ..data.normalize import Normalization
+from ..io.omezarr import OmeZarrOutputs, is_zarr
 from ..io.outputs import ArrayOutputs, ResampledOutputs, SlideOutputs, Tally
 from ..io.overlay import Thumbnail
 from ..io.resample import RESAMPLE_MODES, RESAMPLE_TOLERANCE, ResampledSource, resampled_shape
@@ -54,11 +55,12 @@ from .pipeline import Pipeline
 from .tiles import Band, Stitcher, TileRow, accumulator, predict_rows
 from .tta import TTABackend
 
-__all__ = ["SlidePlan", "SlideResult", "plan_panels", "segment_slide"]
+__all__ = ["SlideLayout", "SlidePlan", "SlideResult", "plan_panels", "segment_slide",
+           "slide_layout"]
 
 log = logging.getLogger("temseg.slide")
 
-Outputs = SlideOutputs | ArrayOutputs | ResampledOutputs
+Outputs = SlideOutputs | ArrayOutputs | ResampledOutputs | Any  # or RegionOutputs, ...
 
 
 @dataclass
@@ -73,7 +75,8 @@ class SlideResult:
         mpix_per_s: H * W / 1e6 / seconds.
         tiles: predictor tiles (panel borders are predicted once per panel; x transforms
             with TTA).
-        panels: column panels.
+        panels: column panels (those segmented, for a region).
+        pixels: pixels segmented (the slide's, or the region's panels').
         offset, scale: the intensity normalisation ``(x - offset) * scale`` used.
         class_pixels: (C,) int64 predicted pixels per class.
         confusion: (C, C) int64 ``cm[truth, pred]`` when a mask was given, else None.
@@ -95,6 +98,7 @@ class SlideResult:
     class_pixels: np.ndarray
     confusion: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    pixels: int = 0
     labels: np.ndarray | None = None
     probs: np.ndarray | None = None
 
@@ -137,6 +141,20 @@ class SlidePlan:
     def final_row(self, k: int) -> int:
         """Last accumulator row that no tile after grid row ``k`` touches."""
         return self.grid.final_row_after(k + 1)
+
+    def subset(self, panels: Sequence[int]) -> SlidePlan:
+        """The same global grid restricted to the panels ``panels`` (indices, in order): a
+        region of the slide, whose every pixel gets the tiles and batches it gets in the
+        whole slide (see :func:`~.tiles.predict_rows`'s ``split_keys``)."""
+        ids = list(panels)
+        if not ids or any(not 0 <= i < len(self.panels) for i in ids):
+            raise ValueError(f"panels {ids} outside the slide's 0-{len(self.panels) - 1}")
+        return replace(self, panels=[self.panels[i] for i in ids],
+                       panel_cols=[self.panel_cols[i] for i in ids])
+
+    @property
+    def pixels(self) -> int:
+        return self.height * sum(x1 - x0 for x0, x1 in self.panels)
 
 
 def read_tile_rows(source: SlideSource, plan: SlidePlan, offset: float, scale: float,
@@ -217,7 +235,7 @@ def run_pipeline(source: SlideSource, plan: SlidePlan, predictor: Callable, outp
             return out
         return run
 
-    bar = _progress(source.name, plan.height * plan.width, progress)
+    bar = _progress(source.name, plan.pixels, progress)
     pipe = Pipeline()
     rows = pipe.source("temseg-read", read_tile_rows(source, plan, offset, scale,
                                                      padding_mode, thumbnail, timings),
@@ -229,7 +247,7 @@ def run_pipeline(source: SlideSource, plan: SlidePlan, predictor: Callable, outp
     try:
         pipe.run(lambda: pipe.pump(predict_rows(rows, timed(predictor, "infer"),
                                                 sw_batch_size, plan.tile, n_classes,
-                                                on_batch), scores))
+                                                on_batch, split_keys=True), scores))
     finally:
         bar.close()
     return tiles[0]
@@ -343,6 +361,18 @@ class _Settings(NamedTuple):
     queue_size: int
     num_threads: int
     progress: bool
+    panels: Sequence[int] | None = None
+
+
+def _affine(source: SlideSource, spec: ModelSpec | None,
+            normalization: Normalization | tuple[float, float] | None) -> tuple[float, float]:
+    """The intensity normalisation ``(offset, scale)``: fixed, or estimated on a strided
+    subsample of ``source`` (read lazily)."""
+    if isinstance(normalization, tuple):
+        offset, scale = (float(v) for v in normalization)
+        return offset, scale
+    norm = normalization or (spec.normalization if spec is not None else Normalization())
+    return norm.affine(source)
 
 
 def _segment(source: SlideSource, predictor: Callable, outputs: Outputs,
@@ -352,21 +382,20 @@ def _segment(source: SlideSource, predictor: Callable, outputs: Outputs,
     """Normalisation estimate + the pipeline over ``source``; the partial SlideResult."""
     timings: dict[str, float] = defaultdict(float)
     t0 = time.perf_counter()
-    if isinstance(normalization, tuple):
-        offset, scale = (float(v) for v in normalization)
-    else:
-        norm = normalization or (spec.normalization if spec is not None else Normalization())
-        offset, scale = norm.affine(source)  # lazy strided subsample
+    offset, scale = _affine(source, spec, normalization)
     timings["normalize"] = time.perf_counter() - t0
     plan = SlidePlan.build(source.shape, roi, s.overlap, s.mode, s.sigma_scale,
                            s.panel_width, s.out_tile)
+    if s.panels is not None:
+        plan = plan.subset(s.panels)
     tiles = run_pipeline(source, plan, predictor, outputs, offset=offset, scale=scale,
                          n_classes=n_classes, sw_batch_size=s.sw_batch_size,
                          padding_mode=s.padding_mode, thumbnail=_thumbnail(outputs),
                          queue_size=s.queue_size, num_threads=s.num_threads,
                          progress=s.progress, timings=timings)
     return SlideResult(source.name, source.shape, {}, 0.0, 0.0, tiles, len(plan.panels),
-                       offset, scale, np.zeros(n_classes, np.int64), timings=timings)
+                       offset, scale, np.zeros(n_classes, np.int64), timings=timings,
+                       pixels=plan.pixels)
 
 
 def _paths(**kinds: str | Path | None) -> dict[str, Path]:
@@ -376,6 +405,51 @@ def _paths(**kinds: str | Path | None) -> dict[str, Path]:
 def _thumbnail(outputs: Outputs) -> Thumbnail | None:
     inner = outputs.inner if isinstance(outputs, ResampledOutputs) else outputs
     return getattr(inner, "thumbnail", None)
+
+
+def _final_outputs(paths: dict[str, Path], shape: tuple[int, int], classes: Any,
+                   tally: Tally, px: float | None, arrays: tuple[bool, bool], out_tile: int,
+                   compression: str | None, description: dict[str, Any] | None,
+                   overlay_max_side: int) -> SlideOutputs | ArrayOutputs:
+    """In-memory arrays (``arrays`` = (return_arrays, return_probs)), or the files of
+    ``paths``: a BigTIFF mask, or an NGFF label image when the mask path ends in .zarr."""
+    if arrays[0]:
+        return ArrayOutputs(shape, classes, tally, arrays[1])
+    kw: dict[str, Any] = dict(out_tile=out_tile, compression=compression,
+                              tags=tiff_tags(px, description),
+                              overlay_max_side=overlay_max_side)
+    if "mask" in paths and is_zarr(paths["mask"]):
+        return OmeZarrOutputs(paths, shape, classes, tally, pixel_size_um=px, **kw)
+    return SlideOutputs(paths, shape, classes, tally, **kw)
+
+
+class SlideLayout(NamedTuple):
+    """What a driver needs to split a slide into regions of column panels (read from the
+    file's metadata and the normalisation's strided subsample; no model weights).
+
+    ``panels``: [x0, x1) of each panel; ``resampled``: whether the slide is segmented
+    resampled to the model's pixel size (then it is not split)."""
+
+    name: str
+    shape: tuple[int, int]
+    pixel_size_um: float | None
+    offset: float
+    scale: float
+    panels: list[tuple[int, int]]
+    resampled: bool
+
+
+def slide_layout(spec: ModelSpec, input: str | Path, *, panel_width: int = 8192,
+                 out_tile: int = 512, pixel_size_um: float | None = None,
+                 resample: str = "auto", normalization: Any = None, level: int = 0
+                 ) -> SlideLayout:
+    """The :class:`SlideLayout` of ``input`` as :func:`segment_slide` would segment it."""
+    with open_slide(input, level) as source:
+        px = pixel_size_um or source.pixel_size_um
+        resampled = _resample_decision(source, px, spec, resample) is not None
+        offset, scale = _affine(source, spec, normalization)
+        return SlideLayout(source.name, source.shape, px, offset, scale,
+                           plan_panels(source.shape[1], panel_width, out_tile), resampled)
 
 
 def segment_slide(
@@ -409,18 +483,24 @@ def segment_slide(
     return_arrays: bool = False,
     return_probs: bool = False,
     description: dict[str, Any] | None = None,
+    level: int = 0,
+    outputs: Any = None,
+    panels: Sequence[int] | None = None,
 ) -> SlideResult:
-    """Segment a slide of any size into a tiled BigTIFF label image, streaming.
+    """Segment a slide of any size into a tiled BigTIFF (or OME-Zarr) label image, streaming.
 
     Args:
-        model_or_backend: a SegmentationModel (run with ``backend``, default "torch" fp32),
-            a ModelSpec with a ``backend`` instance, or a backend ``(B, 1, th, tw) float32
-            normalised -> (B, C, th, tw) float32 probabilities`` (its ``.spec`` if any, else
-            ``roi_size`` is needed and the TEM classes / default percentiles apply).
-        input: TIFF / BigTIFF (tiled or strip; read lazily), PNG (loaded), an (H, W) array or
-            a :class:`~temseg.io.slides.SlideSource`. Non-finite pixels are an error.
+        model_or_backend: a :class:`~temseg.checkpoint.SegmentationModel` (run with
+            ``backend``, default "torch" in fp32), a :class:`~temseg.spec.ModelSpec` with a
+            ``backend`` instance, or a backend ``(B, 1, th, tw) float32 normalised ->
+            (B, C, th, tw) float32 probabilities`` (its ``.spec`` if it has one, else
+            ``roi_size`` is required and the TEM classes / default percentiles apply).
+        input: TIFF / BigTIFF (tiled or strip; read lazily), OME-Zarr (level ``level``;
+            read lazily), PNG (loaded), an (H, W) array or a
+            :class:`~temseg.io.slides.SlideSource`. Non-finite pixels are an error.
         output_path: labels as a tiled BigTIFF (H, W) uint8 in the class table's grey values,
-            tiles ``out_tile``, ``compression``; None: not written.
+            tiles ``out_tile``, ``compression``, or, for a path ending in ``.ome.zarr``, an
+            NGFF label image (:mod:`temseg.io.omezarr`); None: not written.
         roi_size, sw_batch_size, overlap, mode, sigma_scale, padding_mode: sliding window
             (MONAI names); ``roi_size`` None: the model's (twice its training patch).
         tta: average the backend over the dihedral transforms (:class:`.tta.TTABackend`).
@@ -439,6 +519,11 @@ def segment_slide(
             measured worse: README), "always" or "never".
         return_arrays / return_probs: also return the labels / probabilities in memory.
         description: recorded in every TIFF's JSON description (e.g. backend, precision).
+        outputs: instead of the files: any object of the outputs protocol (``add``,
+            ``commit``, ``discard``, ``needs_probs``, ``tally``), e.g. a
+            :class:`~temseg.io.omezarr.RegionOutputs`.
+        panels: segment only these column panels of the slide's plan (a region; with
+            ``outputs``; not for slides that are resampled).
 
     Returns :class:`SlideResult`. Raises DataError naming the file for unreadable or
     mismatching inputs; whatever the backend raises. No output (nor temporary) file is left
@@ -447,9 +532,9 @@ def segment_slide(
     t_start = time.perf_counter()
     predictor, spec = _resolve(model_or_backend, backend)
     classes = classes or (spec.classes if spec is not None else TEM_CLASSES)
-    source = open_slide(input)
+    source = open_slide(input, level)
     truth: SlideSource | None = None
-    outputs: Outputs | None = None
+    active: Outputs | None = outputs
     try:
         roi = _pair(roi_size if roi_size is not None else _default_roi(spec))
         _validate(roi, source.shape, sw_batch_size, overlap, resample, source.name, spec)
@@ -458,38 +543,43 @@ def segment_slide(
             truth, encoded = _open_truth(mask, source)
             tally = Tally(classes, truth, encoded)
         px = pixel_size_um or source.pixel_size_um
-        final = ArrayOutputs(source.shape, classes, tally, return_probs) if return_arrays \
-            else SlideOutputs(_paths(mask=output_path, overlay=overlay_path,
-                                     uncertainty=uncertainty_path,
-                                     probabilities=probabilities_path),
-                              source.shape, classes, tally, out_tile=out_tile,
-                              compression=compression, tags=tiff_tags(px, description),
-                              overlay_max_side=overlay_max_side)
-        outputs = final
+        final = outputs if outputs is not None else _final_outputs(
+            _paths(mask=output_path, overlay=overlay_path, uncertainty=uncertainty_path,
+                   probabilities=probabilities_path), source.shape, classes, tally, px,
+            (return_arrays, return_probs), out_tile, compression, description,
+            overlay_max_side)
+        tally = final.tally
+        active = final
         model_shape = _resample_decision(source, px, spec, resample)
+        if model_shape is not None and panels is not None:
+            raise ValueError(f"{source.name}: a slide segmented resampled cannot be split "
+                             "into regions")
         with tempfile.TemporaryDirectory(prefix=".temseg-resample-", dir=_tmp_parent(
                 output_path)) as tmp:
             grid_source: SlideSource = source
             if model_shape is not None and spec is not None:
-                outputs = ResampledOutputs(final, model_shape, Path(tmp), out_tile=out_tile,
-                                           compression=compression,
-                                           overlay_max_side=overlay_max_side)
+                active = ResampledOutputs(final, model_shape, Path(tmp), out_tile=out_tile,
+                                          compression=compression,
+                                          overlay_max_side=overlay_max_side)
                 grid_source = ResampledSource(source, model_shape, order=1,
                                               pixel_size_um=spec.pixel_size_um)
             settings = _Settings(sw_batch_size, overlap, mode, sigma_scale, padding_mode,
-                                 panel_width, out_tile, queue_size, num_threads, progress)
+                                 panel_width, out_tile, queue_size, num_threads, progress,
+                                 panels)
             result = _segment(grid_source, TTABackend(predictor) if tta else predictor,
-                              outputs, spec, classes.num_classes, roi, normalization, settings)
-            _commit(outputs, result)
+                              active, spec, classes.num_classes, roi, normalization, settings)
+            _commit(active, result)
     except BaseException:
-        if outputs is not None:
-            outputs.discard()
+        if active is not None:
+            active.discard()
         raise
     finally:
         if truth is not None and not isinstance(mask, SlideSource):
             truth.close()
         if source is not input:
             source.close()
+    if panels is None:
+        result.pixels = source.size
     return _completed(result, source, tally, final, time.perf_counter() - t_start)
 
 
@@ -502,12 +592,12 @@ def _commit(outputs: Outputs, result: SlideResult) -> None:
         result.timings["resample_back"] = result.timings["finish"]
 
 
-def _completed(result: SlideResult, source: SlideSource, tally: Tally,
-               final: SlideOutputs | ArrayOutputs, seconds: float) -> SlideResult:
+def _completed(result: SlideResult, source: SlideSource, tally: Tally, final: Outputs,
+               seconds: float) -> SlideResult:
     """``result`` with what is known at the end: the input's name and shape, wall time,
     class counts, confusion matrix and in-memory arrays."""
     result.input, result.shape, result.seconds = source.name, source.shape, seconds
-    result.mpix_per_s = source.size / 1e6 / max(seconds, 1e-9)
+    result.mpix_per_s = result.pixels / 1e6 / max(seconds, 1e-9)
     result.class_pixels, result.confusion = tally.class_pixels, tally.confusion
     if isinstance(final, ArrayOutputs):
         result.labels, result.probs = final.labels, final.probs

@@ -7,8 +7,9 @@ Both :func:`~temseg.inference.sliding_window_inference` (in memory, MONAI semant
 1. a producer of :class:`TileRow` objects (the tiles of one row of the MONAI grid, for one
    accumulator: an image of the batch or a column panel of a slide), in grid order;
 2. :func:`predict_rows`: fills batches of ``sw_batch_size`` tiles across rows (and across
-   images / panels, like MONAI's flattened window list), runs the predictor and yields
-   :class:`Scores` chunks per row, then a row-end marker once a row is complete;
+   images, like MONAI's flattened window list; never across the column panels of a slide),
+   runs the predictor and yields :class:`Scores` chunks per row, then a row-end marker once
+   a row is complete;
 3. :class:`Stitcher`: one :class:`temseg._C.BandAccumulator` per key, fed in that order,
    releasing finished row bands (:class:`Band`) at each row end.
 
@@ -86,10 +87,16 @@ def _check(out: Any, n: int, n_classes: int | None, tile: tuple[int, int]) -> np
 
 def predict_rows(rows: Iterable[TileRow], predictor: Callable[[torch.Tensor], Any],
                  batch_size: int, tile: tuple[int, int], n_classes: int | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> Iterator[Scores]:
+                 on_batch: Callable[[int], None] | None = None,
+                 split_keys: bool = False) -> Iterator[Scores]:
     """Run ``predictor`` over the tiles of ``rows`` in batches of ``batch_size`` filled
     across rows; yield their :class:`Scores` split back per row, and a row-end marker after
-    the last chunk of each row. ``on_batch(n)`` is called after each predictor call."""
+    the last chunk of each row. ``on_batch(n)`` is called after each predictor call.
+
+    ``split_keys``: no batch spans two keys (the pending tiles are flushed when the key
+    changes), so the batches of one key do not depend on the keys before it: a column panel
+    predicted alone (a region of :mod:`temseg.distributed`) sees the very batches it sees
+    within the whole slide, hence bit-identical scores on any backend."""
     pending: list[tuple[TileRow, int]] = []  # (row, first tile not yet predicted)
 
     def run_batch() -> list[Scores]:
@@ -117,6 +124,9 @@ def predict_rows(rows: Iterable[TileRow], predictor: Callable[[torch.Tensor], An
         return out
 
     for row in rows:
+        if split_keys and pending and pending[-1][0].key != row.key:
+            while pending:
+                yield from run_batch()
         pending.append((row, 0))
         while sum(len(r.tiles) - i for r, i in pending) >= batch_size:
             yield from run_batch()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -31,18 +32,26 @@ from .overlay import Thumbnail
 from .slides import SlideSource
 from .tiff import TiledTiffSpool, TileRowAssembler
 
-__all__ = ["ArrayOutputs", "ResampledOutputs", "SlideOutputs", "Staged", "Tally",
+__all__ = ["MASK_FORMATS", "ArrayOutputs", "ResampledOutputs", "SlideOutputs", "Staged", "Tally",
            "clean_stale_parts", "encode_band", "output_paths"]
 
 TIFF_KINDS = ("mask", "uncertainty", "probabilities")
 STALE_S = 600.0
 
 
+MASK_FORMATS = {"tiff": ".tif", "ome-zarr": ".ome.zarr"}
+
+
 def output_paths(out_dir: str | Path, stem: str, *, overlay: bool = True,
-                 probabilities: bool = False, uncertainty: bool = False) -> dict[str, Path]:
-    """``out_dir/<stem>_mask.tif`` and the other outputs asked for, by kind."""
+                 probabilities: bool = False, uncertainty: bool = False,
+                 mask_format: str = "tiff") -> dict[str, Path]:
+    """``out_dir/<stem>_mask.tif`` (``mask_format`` "ome-zarr": ``_mask.ome.zarr``, an NGFF
+    label image) and the other outputs asked for, by kind."""
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"mask format must be one of {sorted(MASK_FORMATS)}, got "
+                         f"{mask_format!r}")
     out = Path(out_dir)
-    paths = {"mask": out / f"{stem}_mask.tif"}
+    paths = {"mask": out / f"{stem}_mask{MASK_FORMATS[mask_format]}"}
     if overlay:
         paths["overlay"] = out / f"{stem}_overlay.png"
     if probabilities:
@@ -82,16 +91,23 @@ class Staged:
         self._files[kind] = (Path(tmp), final)
         return Path(tmp)
 
+    def add(self, kind: str, tmp: str | Path, final: str | Path) -> None:
+        """Commit ``tmp``, an existing temporary file or folder (a Zarr store), as
+        ``final``."""
+        self._files[kind] = (Path(tmp), Path(final))
+
     def commit(self) -> dict[str, Path]:
-        """Rename every temporary onto its final path (modes by the umask), the mask last
-        and the old mask removed first; returns the final paths by kind."""
+        """Rename every temporary onto its final path (file modes by the umask), the mask
+        last and the old mask (a file or a Zarr folder) removed first; returns the final
+        paths by kind."""
         mode = 0o666 & ~current_umask()
         kinds = sorted(self._files, key=lambda k: k == "mask")
         if "mask" in self._files:
-            self._files["mask"][1].unlink(missing_ok=True)
+            _remove(self._files["mask"][1])
         for kind in kinds:
             tmp, final = self._files[kind]
-            os.chmod(tmp, mode)
+            if tmp.is_file():
+                os.chmod(tmp, mode)
             os.replace(tmp, final)
         done = {k: final for k, (_, final) in self._files.items()}
         self._files.clear()
@@ -99,8 +115,16 @@ class Staged:
 
     def discard(self) -> None:
         for tmp, _ in self._files.values():
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
         self._files.clear()
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a folder (a Zarr store), if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class Tally:

@@ -1,4 +1,5 @@
-"""Lazy region reading of large grayscale slides (tiled or strip (Big)TIFF, or in memory).
+"""Lazy region reading of large grayscale slides (tiled or strip (Big)TIFF, OME-Zarr, or in
+memory).
 
 :func:`open_slide` returns a :class:`SlideSource` that reads rectangular regions without
 loading the whole slide:
@@ -7,6 +8,8 @@ loading the whole slide:
   TIFF): the rows of a region are read with ``os.pread`` from the file offset;
 * every other TIFF (tiled, compressed strips, pyramids): through tifffile's Zarr store
   (``TiffFile.aszarr()`` + ``zarr``), which decodes only the tiles/strips a region touches;
+* OME-Zarr images (NGFF 0.4 / 0.5, any pyramid level) and bare Zarr arrays:
+  :class:`~temseg.io.omezarr.OmeZarrSource`, chunk by chunk;
 * PNG and other formats: loaded into memory (they are small by nature).
 
 Regions come back as (h, w) uint8, uint16 or float32 arrays (other integer types become
@@ -26,7 +29,7 @@ import tifffile
 from ..data.io import DataError, _tiff_pixel_size_um, _to_gray, read_image
 
 __all__ = ["ArraySource", "RowWindow", "SlideSource", "TiffSource", "ZarrPlane",
-           "check_finite", "open_slide"]
+           "check_finite", "open_slide", "slide_stem"]
 
 _TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs")
 _BIG_CHUNK_BYTES = 512 * 2**20
@@ -327,14 +330,34 @@ class ZarrPlane(SlideSource):
         return np.asarray(self.z[self.plane, y0:y1, x0:x1])
 
 
-def open_slide(path_or_array: str | Path | np.ndarray | SlideSource) -> SlideSource:
-    """A :class:`SlideSource` for a file (TIFF read lazily, other formats loaded) or an
-    in-memory (H, W) array. Raises :class:`~temseg.data.DataError` naming the file."""
+def slide_stem(path: str | Path) -> str:
+    """The name outputs are called after: ``a.tif`` -> ``a``, ``a.ome.zarr`` -> ``a``."""
+    name = Path(path).name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def open_slide(path_or_array: str | Path | np.ndarray | SlideSource, level: int = 0
+               ) -> SlideSource:
+    """A :class:`SlideSource` for a file (TIFF and OME-Zarr read lazily, other formats
+    loaded) or an in-memory (H, W) array; ``level``: the OME-Zarr pyramid level (0: full
+    resolution). Raises :class:`~temseg.data.DataError` naming the file."""
     if isinstance(path_or_array, SlideSource):
         return path_or_array
     if isinstance(path_or_array, np.ndarray):
         return ArraySource(path_or_array)
     path = Path(path_or_array)
+    from .omezarr import OmeZarrSource, is_zarr
+
+    if is_zarr(path):
+        if not path.exists():
+            raise DataError(f"{path}: file not found")
+        return OmeZarrSource(path, level)
+    if level != 0:
+        raise DataError(f"{path}: level {level} asked; pyramid levels are read from "
+                        "OME-Zarr inputs only")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.suffix.lower() in _TIFF_SUFFIXES:

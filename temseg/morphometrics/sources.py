@@ -13,48 +13,13 @@ from ..data.io import DataError
 from ..io.slides import ArraySource, SlideSource, open_slide
 from ..labels import ClassTable
 
-__all__ = ["ClassReader", "ProbabilityReader", "ZarrSource", "open_mask"]
-
-
-class ZarrSource(SlideSource):
-    """A 2-D label image in a Zarr array or OME-Zarr image (full-resolution level ``0`` of
-    the first multiscale); leading singleton axes (t, c, z) are dropped."""
-
-    def __init__(self, path: str | Path) -> None:
-        import zarr
-
-        self.name = str(path)
-        try:
-            node = zarr.open(str(path), mode="r")
-        except Exception as exc:
-            raise DataError(f"{path}: cannot open Zarr ({type(exc).__name__}: {exc})") from exc
-        if not hasattr(node, "shape"):  # a group: OME-Zarr multiscales, else its first array
-            attrs = dict(node.attrs)
-            ome = attrs.get("ome", attrs)
-            scales = ome.get("multiscales") or [{}]
-            datasets = scales[0].get("datasets") or [{"path": next(iter(node.array_keys()))}]
-            node = node[datasets[0]["path"]]
-        shape = tuple(int(s) for s in node.shape)
-        if len(shape) < 2 or any(s != 1 for s in shape[:-2]) or 0 in shape:
-            raise DataError(f"{path}: expected a 2-D label image, got Zarr shape {shape}")
-        self._z = node
-        self._lead = (0,) * (len(shape) - 2)
-        self.shape = (shape[-2], shape[-1])
-        self.dtype = np.dtype(node.dtype)
-        self.chunk_rows = int(node.chunks[-2])
-
-    def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return np.asarray(self._z[(*self._lead, slice(y0, y1), slice(x0, x1))])
+__all__ = ["ClassReader", "ProbabilityReader", "open_mask"]
 
 
 def open_mask(mask: str | Path | np.ndarray | SlideSource) -> SlideSource:
-    """A lazy :class:`SlideSource` for a mask file (TIFF, PNG, ``.zarr`` folder), an array
-    or a source. Raises :class:`DataError` naming the file."""
-    if isinstance(mask, (str, Path)) and (Path(mask).suffix.lower() == ".zarr"
-                                          or Path(mask).is_dir()):
-        if not Path(mask).exists():
-            raise DataError(f"{mask}: file not found")
-        return ZarrSource(mask)
+    """A lazy :class:`SlideSource` for a mask file (TIFF, PNG, OME-Zarr / Zarr folder: see
+    :func:`temseg.io.slides.open_slide`), an array or a source. Raises :class:`DataError`
+    naming the file."""
     return open_slide(mask)
 
 
