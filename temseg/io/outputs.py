@@ -5,7 +5,9 @@
   :class:`Tally` (class counts, confusion matrix against a truth mask);
 * :class:`ArrayOutputs`: the same bands collected into in-memory arrays;
 * :class:`ResampledOutputs`: outputs on the model's pixel grid brought back to the input's
-  grid (nearest) when the slide was segmented resampled.
+  grid (nearest) when the slide was segmented resampled;
+* :class:`~temseg.io.omezarr.OmeZarrOutputs`: SlideOutputs whose mask is an NGFF label
+  image (a folder ``<stem>_mask.ome.zarr``, staged as ``<name>.part``).
 
 Commit rule: every file of one input is written to a temporary ``.<name>.*.part<suffix>``
 beside it; :meth:`Staged.commit` then removes the old mask, renames the others and renames
