@@ -17,6 +17,7 @@ from .atomic import atomic_path, disk_full
 from .data.normalize import Normalization
 from .labels import TEM_CLASSES, ClassTable
 from .models import ResUNet, UNetConfig, build_model
+from .pretrained import resolve as resolve_pretrained
 from .spec import ModelSpec, default_roi_size
 
 log = logging.getLogger("temseg.checkpoint")
@@ -130,8 +131,9 @@ def _unpickling_error(path: Path, exc: pickle.UnpicklingError) -> ValueError:
 
 
 def read_checkpoint(path: str | Path, trust: bool | None = None) -> dict[str, Any]:
-    """The raw checkpoint dict. ``path`` may be a checkpoint file or a training run folder
-    (its ``best.pt``, else ``last.pt``).
+    """The raw checkpoint dict. ``path`` may be a checkpoint file, a training run folder
+    (its ``best.pt``, else ``last.pt``) or the name of a shipped model (``temseg models``;
+    its file's hash is checked first, :mod:`temseg.pretrained`).
 
     Loaded with ``torch.load(weights_only=True)``: tensors and plain data only, so a crafted
     file cannot run code. ``trust=True`` (default: :func:`trusted_by_default`) unpickles
@@ -139,7 +141,7 @@ def read_checkpoint(path: str | Path, trust: bool | None = None) -> dict[str, An
 
     Raises FileNotFoundError, or ValueError naming the file and the problem.
     """
-    path = _checkpoint_file(Path(path))
+    path = _checkpoint_file(resolve_pretrained(path))
     trust = trusted_by_default() if trust is None else trust
     if trust:
         log.warning("%s: loading with full unpickling (trusted checkpoint): a crafted file "

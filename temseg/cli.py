@@ -1,4 +1,5 @@
-"""The ``temseg`` command line: train, evaluate, predict, export, demo, synth, morphometrics.
+"""The ``temseg`` command line: train, cv, evaluate, predict, export, models, demo, synth,
+morphometrics.
 
 Argument names follow MONAI where one exists (``--roi-size``, ``--sw-batch-size``,
 ``--overlap``, ``--mode``, ``--sigma-scale``). This is the only module that parses arguments.
@@ -14,8 +15,12 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .models import UNetConfig
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -158,41 +163,61 @@ def _morphometrics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-MODEL_HELP = ("checkpoint file, training run folder, exported .onnx, TensorRT .engine or "
-              "AOTInductor .pt2")
+MODEL_HELP = ("shipped model name (temseg models, e.g. tem-mouse-cc), checkpoint file, training "
+              "run folder, exported .onnx, TensorRT .engine or AOTInductor .pt2")
 BACKEND_CHOICES = ["auto", "torch", "onnxruntime", "tensorrt", "aoti"]
 BACKEND_HELP = ("runtime for the tiles; auto: the file's own for exports, else torch in bf16 on "
                 "CPUs with bf16 units, fp32 onnxruntime on other CPUs, torch on GPUs (a fixed "
                 "rule, logged and recorded in the outputs)")
 
 
+def _train_default(name: str) -> object:
+    """The library's default of a TrainConfig field (one home for the recipe)."""
+    from .train import TrainConfig
+
+    return TrainConfig.__dataclass_fields__[name].default
+
+
 def _train_args(t: argparse.ArgumentParser) -> None:
-    """The options of ``temseg train``."""
+    """The options of ``temseg train`` (defaults: TrainConfig's, the cross-validated recipe of
+    docs/accuracy.md)."""
+    from .train import DEFAULT_MODEL
+
+    d = _train_default
     t.add_argument("data", help="folder with images/ and masks/ (same file stems)")
     t.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves)")
-    t.add_argument("--epochs", type=int, default=50)
+    t.add_argument("--epochs", type=int, default=d("epochs"))
     t.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="wall-clock budget; stops cleanly and keeps the best checkpoint")
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--patch-size", type=int, default=256)
-    t.add_argument("--patches-per-image", type=int, default=80)
-    t.add_argument("--scale-augment", type=float, default=1.25, metavar="S",
+    t.add_argument("--batch-size", type=int, default=d("batch_size"))
+    t.add_argument("--patch-size", type=int, default=d("patch_size"))
+    t.add_argument("--patches-per-image", type=int, default=d("patches_per_image"))
+    t.add_argument("--scale-augment", type=float, default=d("scale_augment"), metavar="S",
                    help="also zoom training patches by a factor log-uniform in [1/S, S] "
-                        "(1: off). Default 1.25: on held-out mice mean Dice 0.874 vs 0.856 "
-                        "without, and more robust to pixel-size differences")
-    t.add_argument("--val-crop", type=int, default=512,
+                        "(1: off; more robust to pixel-size differences, docs/accuracy.md)")
+    t.add_argument("--val-crop", type=int, default=d("val_crop"),
                    help="side of the central validation crop of each validation image")
-    t.add_argument("--val-fraction", type=float, default=0.2,
-                   help="fraction of the image groups (animals, sub-XXX) held out")
+    t.add_argument("--val-fraction", type=float, default=d("val_fraction"),
+                   help="fraction of the image groups (animals, sub-XXX) held out for "
+                        "validation (0: validate on the training images)")
     t.add_argument("--val-groups", nargs="*", default=(),
                    help="explicit validation groups (e.g. sub-366A) or image stems")
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--lambda-dice", type=float, default=0.5)
-    t.add_argument("--width", type=int, default=32, help="channels after the stem")
-    t.add_argument("--depth", type=int, default=3, help="downsampling stages")
-    t.add_argument("--heads", type=int, default=8, help="attention heads in the bottleneck")
+    t.add_argument("--lr", type=float, default=d("lr"))
+    t.add_argument("--weight-decay", type=float, default=d("weight_decay"))
+    t.add_argument("--lambda-dice", type=float, default=d("lambda_dice"))
+    t.add_argument("--width", type=int, default=None,
+                   help=f"channels after the stem (default {DEFAULT_MODEL.width}, or the "
+                        "--init checkpoint's)")
+    t.add_argument("--depth", type=int, default=None,
+                   help=f"downsampling stages (default {DEFAULT_MODEL.depth}, or --init's)")
+    t.add_argument("--heads", type=int, default=None,
+                   help=f"attention heads in the bottleneck (default {DEFAULT_MODEL.heads}, "
+                        "or --init's)")
     t.add_argument("--no-attention", action="store_true")
+    t.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from these weights: a checkpoint, run folder or shipped model "
+                        "name (temseg models), e.g. tem-mouse-cc to fine-tune; a new head when "
+                        "its classes differ")
     t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto")
     t.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
     t.add_argument("--device", default="auto")
@@ -205,9 +230,28 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--no-progress", action="store_true")
 
 
+def _model_config(args: argparse.Namespace) -> UNetConfig:
+    """The architecture: the flags given, the rest from --init's checkpoint, else the
+    recipe's (:data:`temseg.train.DEFAULT_MODEL`)."""
+    from .train import DEFAULT_MODEL
+
+    base = DEFAULT_MODEL
+    if args.init:
+        from .checkpoint import read_checkpoint
+
+        base = UNetConfig.from_dict(read_checkpoint(args.init)["model_config"])
+        base = UNetConfig(**{**base.to_dict(), "num_classes": DEFAULT_MODEL.num_classes})
+    given = {k: getattr(args, k) for k in ("width", "depth", "heads")
+             if getattr(args, k) is not None}
+    if args.no_attention:
+        given["attention"] = False
+    return UNetConfig(**{**base.to_dict(), **given})
+
+
 def _export_args(x: argparse.ArgumentParser) -> None:
     """The options of ``temseg export``."""
-    x.add_argument("model", help="checkpoint file or training run folder")
+    x.add_argument("model", help="checkpoint file, training run folder or shipped model "
+                   "name (temseg models)")
     x.add_argument("--format", choices=["onnx", "tensorrt", "aoti"], default="onnx",
                    help="onnx: portable graph with metadata; tensorrt: GPU engine (+ .json "
                         "metadata, needs CUDA); aoti: AOTInductor package for the C++ runtime")
@@ -241,6 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     _train_args(sub.add_parser("train", help="train a model on DATA/images + DATA/masks"))
+
+    c = sub.add_parser("cv", help="leave-animals-out cross-validation of a training recipe "
+                       "(the train options; --out is the study folder)")
+    _train_args(c)
+    c.add_argument("--folds", type=int, default=3,
+                   help="folds of the image groups (animals, sub-XXX), dealt round-robin")
+    c.add_argument("--no-tta", action="store_true",
+                   help="evaluate each fold without test-time augmentation only")
+
+    sub.add_parser("models", help="the models shipped with temseg (use their names as MODEL)")
 
     e = sub.add_parser("evaluate", help="per-class Dice/IoU of a model on a labelled folder")
     e.add_argument("model", help=MODEL_HELP)
@@ -288,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=4)
     s.add_argument("--size", type=int, default=768)
     s.add_argument("--seed", type=int, default=0)
-    for name in ("train", "evaluate", "predict", "export", "demo"):  # also after the command
+    for name in ("train", "cv", "evaluate", "predict", "export", "demo"):  # also after the command
         sub.choices[name].add_argument("--trust-checkpoint", action="store_true",
                                        default=argparse.SUPPRESS, help=_TRUST_HELP)
     return parser
@@ -340,11 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _train(args: argparse.Namespace) -> int:
-    """``temseg train``: TrainConfig from the flags, then train."""
-    from .train import TrainConfig, train
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of ``temseg train`` / ``temseg cv``'s flags (validated)."""
+    from .train import TrainConfig
 
-    config = TrainConfig(
+    return TrainConfig(
         data=args.data, out=args.out, epochs=args.epochs, time_limit=args.time_limit,
         batch_size=args.batch_size, patch_size=args.patch_size,
         patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
@@ -353,11 +407,41 @@ def _train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,
         amp=args.amp, compile=args.compile, device=args.device,
         num_workers=args.num_workers, threads=args.threads, progress=not args.no_progress,
-        resume=args.resume,
-        model=UNetConfig(width=args.width, depth=args.depth, heads=args.heads,
-                         attention=not args.no_attention))
-    summary = train(config)
+        resume=args.resume, init=args.init, model=_model_config(args))
+
+
+def _train(args: argparse.Namespace) -> int:
+    """``temseg train``: TrainConfig from the flags, then train."""
+    from .train import train
+
+    summary = train(_train_config(args))
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cv(args: argparse.Namespace) -> int:
+    """``temseg cv``: the study; prints its table."""
+    from .cv import cross_validate, format_cv_table
+
+    result = cross_validate(_train_config(args), folds=args.folds, tta=not args.no_tta)
+    print(format_cv_table(result["folds"], result["summary"]))
+    print(f"study written to {args.out}/cv.json and cv.md")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    """``temseg models``: name, size, classes seen and summary of each shipped model."""
+    from .pretrained import available
+
+    models = available()
+    if not models:
+        print("no models are shipped with this installation")
+    for m in models.values():
+        size = m.path.stat().st_size / 1e6 if m.path.is_file() else float("nan")
+        print(f"{m.name}  ({size:.1f} MB, {m.path})\n  {m.summary}\n  classes seen: "
+              f"{', '.join(m.classes_seen)}; pixel size {m.pixel_size_um} um")
+        for key, value in m.info.items():
+            print(f"  {key}: {value}")
     return 0
 
 
@@ -432,8 +516,9 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export,
-             "demo": _demo, "morphometrics": _morphometrics, "synth": _synth}
+_COMMANDS = {"train": _train, "cv": _cv, "models": _models, "evaluate": _evaluate,
+             "predict": _predict, "export": _export, "demo": _demo,
+             "morphometrics": _morphometrics, "synth": _synth}
 
 
 def _run(args: argparse.Namespace) -> int:

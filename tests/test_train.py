@@ -97,3 +97,59 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path):
 def test_dataset_loads_for_training(blocks: Path):
     samples = load_dataset(blocks)
     assert len(samples) == 3 and samples[0].labels.max() <= 4
+
+
+def _fresh_trainer(config: TrainConfig) -> loop.Trainer:
+    return loop.Trainer(config, None, loop.Distributed())
+
+
+def test_init_starts_from_the_checkpoints_weights(blocks: Path, tmp_path: Path):
+    train(tiny_config(blocks, tmp_path / "a", epochs=1))
+    saved = read_checkpoint(tmp_path / "a")["state_dict"]
+    trainer = _fresh_trainer(tiny_config(blocks, tmp_path / "b", init=str(tmp_path / "a")))
+    own = trainer.net.state_dict()
+    assert own.keys() == saved.keys()
+    assert all(torch.equal(own[k], saved[k]) for k in saved)
+    scratch = _fresh_trainer(tiny_config(blocks, tmp_path / "c")).net.state_dict()
+    assert not torch.equal(scratch["head.weight"], saved["head.weight"])
+
+
+def test_init_with_other_classes_gets_a_new_head(blocks: Path, tmp_path: Path, caplog):
+    from temseg.checkpoint import SegmentationModel
+    from temseg.labels import ClassTable
+    from temseg.models import build_model
+
+    torch.manual_seed(5)
+    three = ClassTable(("a", "b", "c"), (0, 1, 2), ((0, 0, 0),) * 3)
+    other = SegmentationModel(build_model(UNetConfig(width=8, heads=2, num_classes=3)),
+                              classes=three, patch_size=64)
+    save_checkpoint(tmp_path / "other.pt", other)
+    with caplog.at_level("INFO", logger="temseg.train"):
+        trainer = _fresh_trainer(tiny_config(blocks, tmp_path / "b",
+                                             init=str(tmp_path / "other.pt")))
+    assert "a new head" in caplog.text
+    own, theirs = trainer.net.state_dict(), other.net.state_dict()
+    body = [k for k in theirs if not k.startswith("head.")]
+    assert body and all(torch.equal(own[k], theirs[k]) for k in body)
+    assert own["head.weight"].shape[0] == 5
+
+
+def test_init_with_another_architecture_is_refused(blocks: Path, tmp_path: Path):
+    train(tiny_config(blocks, tmp_path / "a", epochs=1))
+    with pytest.raises(ValueError, match="another architecture.*width=8.*width=16"):
+        _fresh_trainer(tiny_config(blocks, tmp_path / "b", init=str(tmp_path / "a"),
+                                   model=UNetConfig(width=16, heads=2)))
+
+
+def test_cli_init_takes_the_architecture_of_the_checkpoint(blocks: Path, tmp_path: Path):
+    from temseg.cli import main
+
+    train(tiny_config(blocks, tmp_path / "a", epochs=1))
+    args = ["train", str(blocks), "--out", str(tmp_path / "b"), "--epochs", "1",
+            "--batch-size", "4", "--patch-size", "64", "--patches-per-image", "4",
+            "--val-crop", "96", "--no-progress", "--init", str(tmp_path / "a")]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["model"]["width"] == 8 and config["init"] == str(tmp_path / "a")
+    assert main(["train", str(blocks), "--out", str(tmp_path / "c"), "--init",
+                 str(tmp_path / "missing")]) == 2

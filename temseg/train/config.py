@@ -8,10 +8,17 @@ from dataclasses import asdict, dataclass, field
 
 from ..models import UNetConfig
 
+# The architecture of the recipe that won the leave-mice-out cross-validation under a 20-minute
+# CPU budget (docs/accuracy.md); the ResUNet's own defaults (UNetConfig()) stay the seed's.
+DEFAULT_MODEL = UNetConfig(width=16, heads=4)
+
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on (stored in ``config.json`` of the run folder).
+
+    ``init``: start from the weights of a checkpoint, run folder or shipped model (same
+    architecture; a new head when its classes differ); ignored when resuming.
 
     ``resume``: continue the run in ``out`` from its ``last.pt``. Without it a folder that
     already holds a ``last.pt`` is refused (ValueError); with it and no ``last.pt`` the run
@@ -22,7 +29,7 @@ class TrainConfig:
 
     data: str = ""
     out: str = "runs/temseg"
-    model: UNetConfig = field(default_factory=UNetConfig)
+    model: UNetConfig = field(default_factory=lambda: DEFAULT_MODEL)
     epochs: int = 50
     time_limit: float | None = None  # minutes of wall clock; stops cleanly, keeps the best
     batch_size: int = 8
@@ -44,6 +51,7 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     resume: bool = False
+    init: str | None = None  # start from these weights (checkpoint, run folder, shipped name)
 
     def __post_init__(self) -> None:
         self.val_groups = tuple(self.val_groups)

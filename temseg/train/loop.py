@@ -35,7 +35,7 @@ from ..data import (
     check_finite,
     load_dataset,
 )
-from ..labels import TEM_CLASSES
+from ..labels import TEM_CLASSES, ClassTable
 from ..losses import DiceCELoss
 from ..metrics import confusion_matrix, summarize
 from ..models import UNetConfig, build_model
@@ -173,6 +173,20 @@ def resume_checkpoint(config: TrainConfig) -> dict[str, Any] | None:
     return ckpt
 
 
+def check_init_architecture(ckpt: dict[str, Any], model: UNetConfig) -> None:
+    """ValueError unless the ``--init`` checkpoint ``ckpt`` has ``model``'s architecture
+    (the number of classes may differ: the head is then new)."""
+    saved = UNetConfig.from_dict(ckpt["model_config"])
+    diff = [f for f in UNetConfig.__dataclass_fields__ if f != "num_classes"
+            and getattr(saved, f) != getattr(model, f)]
+    if diff:
+        there = ", ".join(f"{f}={getattr(saved, f)}" for f in diff)
+        here = ", ".join(f"{f}={getattr(model, f)}" for f in diff)
+        raise ValueError(f"{ckpt['path']}: --init has another architecture ({there}) than "
+                         f"this configuration ({here}): leave out --width/--depth/--heads "
+                         "(they are then taken from the checkpoint) or give its values")
+
+
 def claim_run_folder(out: Path, started: float) -> FolderLock:
     """Create ``out``, lock it for this run and delete the temporaries that killed runs left
     there (only temseg's own, of the run's files, older than ``started``; only when the lock
@@ -297,6 +311,10 @@ class Trainer:
                                       "best_epoch": None, "history": []}
         if resume_from is not None:
             self._resume(resume_from)
+            if config.init and ddp.main:
+                log.info("resuming %s: --init %s is not applied again", self.out, config.init)
+        elif config.init:
+            self._initialise(config.init)
         self.train_model: torch.nn.Module = self.net
         if ddp.world > 1:
             self.train_model = torch.nn.parallel.DistributedDataParallel(
@@ -338,6 +356,24 @@ class Trainer:
              {"params": no_decay, "weight_decay": 0.0}], lr=c.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaler)
         self.loss_fn = DiceCELoss(batch=True, lambda_dice=c.lambda_dice)
+
+    def _initialise(self, source: str) -> None:
+        """Start from the weights of ``source`` (a checkpoint, run folder or shipped model):
+        all of them when its class table is this run's, else all but a new head (logged)."""
+        ckpt = read_checkpoint(source)
+        check_init_architecture(ckpt, self.config.model)
+        weights, own = ckpt["state_dict"], self.net.state_dict()
+        if ClassTable.from_dict(ckpt["classes"]) != self.classes:
+            weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
+            weights.update({k: v for k, v in own.items() if k.startswith("head.")})
+            note = (f"a new head for this run's classes ({', '.join(self.classes.names)}; "
+                    f"the checkpoint's: {', '.join(ckpt['classes']['names'])})")
+        else:
+            note = "all weights"
+        load_weights(self.net, {k: v.to(own[k].dtype) if k in own else v
+                                for k, v in weights.items()}, ckpt["path"])
+        if self.ddp.main:
+            log.info("initialised from %s: %s", ckpt["path"], note)
 
     def _resume(self, ckpt: dict[str, Any]) -> None:
         path = ckpt["path"]

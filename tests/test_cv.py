@@ -1,0 +1,65 @@
+"""``temseg cv``: folds by group, no leakage of a fold's images into its training, the table,
+resuming a study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from temseg.cli import main
+from temseg.cv import assign_folds, cross_validate, summarize_folds
+from temseg.models import UNetConfig
+from temseg.train import TrainConfig
+
+from conftest import blocks_dataset
+
+TINY = UNetConfig(width=4, depth=2, heads=1, attention=False)
+
+
+def test_folds_partition_the_groups_round_robin():
+    groups = ["m3", "m1", "m2", "m5", "m4", "m1"]
+    folds = assign_folds(groups, 2)
+    assert folds == [["m1", "m3", "m5"], ["m2", "m4"]]
+    assert sorted(g for f in folds for g in f) == sorted(set(groups))
+    with pytest.raises(ValueError, match="--folds 6"):
+        assign_folds(groups, 6)
+    with pytest.raises(ValueError, match="--folds 1"):
+        assign_folds(groups, 1)
+
+
+def test_summary_statistics():
+    reports = [{"plain": {"mean_dice": v}, "tta": {"mean_dice": v + 0.01}} for v in (0.8, 0.9)]
+    s = summarize_folds(reports)
+    assert s["plain"]["mean"] == pytest.approx(0.85)
+    assert s["plain"]["std"] == pytest.approx(0.05)
+    assert s["plain"]["min"] == pytest.approx(0.8)
+    assert s["tta"]["max"] == pytest.approx(0.91)
+
+
+def test_study_never_trains_on_a_fold_and_resumes(tmp_path: Path):
+    data = blocks_dataset(tmp_path / "data", n=3, size=64)
+    out = tmp_path / "cv"
+    config = TrainConfig(data=str(data), out=str(out), model=TINY, epochs=1, batch_size=2,
+                         patch_size=32, patches_per_image=2, val_crop=64, progress=False)
+    result = cross_validate(config, folds=3)
+    assert [r["test_groups"] for r in result["folds"]] == [["img_0"], ["img_1"], ["img_2"]]
+    for r in result["folds"]:
+        summary = json.loads((out / f"fold-{r['fold']}" / "summary.json").read_text())
+        used = set(summary["train_images"]) | set(summary["val_images"])
+        assert not used & set(r["test_images"]), "a fold's test image was used in training"
+        assert r["plain"]["mean_dice"] is not None and "tta" in r
+    table = (out / "cv.md").read_text()
+    assert table.count("\n| ") == 4 and "mean +- sd (min)" in table
+    # a second run keeps the finished folds' models (no retraining)
+    stamp = (out / "fold-0" / "best.pt").stat().st_mtime_ns
+    again = cross_validate(config, folds=3, tta=False)
+    assert (out / "fold-0" / "best.pt").stat().st_mtime_ns == stamp
+    assert again["summary"]["plain"] == result["summary"]["plain"]
+
+
+def test_cli_cv_rejects_too_many_folds(tmp_path: Path, capsys):
+    data = blocks_dataset(tmp_path / "data", n=2, size=64)
+    assert main(["cv", str(data), "--out", str(tmp_path / "cv"), "--folds", "3"]) == 2
+    assert "--folds 3" in capsys.readouterr().err
