@@ -87,6 +87,10 @@ class CMakeBuild(build_ext):
 
 setup(
     packages=find_packages(where=str(ROOT), include=["temseg", "temseg.*"]),
+    # the shipped model and the real example image (with their licence and attribution)
+    package_data={"temseg.pretrained": ["*.pt", "registry.json"],
+                  "temseg.examples": ["*/README.md", "*/LICENSE", "*/images/*.tif",
+                                      "*/masks/*.tif"]},
     ext_modules=[CMakeExtension("temseg._C", sourcedir=str(ROOT))],
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,

@@ -195,6 +195,11 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--scale-augment", type=float, default=d("scale_augment"), metavar="S",
                    help="also zoom training patches by a factor log-uniform in [1/S, S] "
                         "(1: off; more robust to pixel-size differences, docs/accuracy.md)")
+    t.add_argument("--gamma-augment", type=float, default=d("gamma_augment"), metavar="G",
+                   help="gamma curve log-uniform in [1/G, G] on 30%% of the patches (1: off)")
+    t.add_argument("--blur-augment", type=float, default=d("blur_augment"), metavar="SIGMA",
+                   help="Gaussian blur of sigma in [0.5, SIGMA] px on 20%% of the patches "
+                        "(0: off)")
     t.add_argument("--val-crop", type=int, default=d("val_crop"),
                    help="side of the central validation crop of each validation image")
     t.add_argument("--val-fraction", type=float, default=d("val_fraction"),
@@ -402,6 +407,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         data=args.data, out=args.out, epochs=args.epochs, time_limit=args.time_limit,
         batch_size=args.batch_size, patch_size=args.patch_size,
         patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
+        gamma_augment=args.gamma_augment, blur_augment=args.blur_augment,
         val_crop=args.val_crop,
         val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
         weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,

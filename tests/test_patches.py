@@ -127,3 +127,22 @@ def test_split_by_group_never_by_image():
     assert {s.name for s in val} == {"sub-B_s0", "sub-B_s1"}
     with pytest.raises(ValueError, match="not in the data"):
         split_samples(samples, val_groups=("sub-Z",))
+
+
+def test_gamma_and_blur_keep_the_range_and_sometimes_apply():
+    import numpy as np
+
+    from temseg.data.patches import Augment, _gamma_and_blur
+
+    img = np.random.default_rng(0).random((64, 64), dtype=np.float32) * 3 - 1
+    aug = Augment(gamma=1.5, blur=1.0)
+    changed = 0
+    for seed in range(40):
+        out = _gamma_and_blur(img, aug, np.random.default_rng(seed))
+        assert out.shape == img.shape and out.dtype == np.float32
+        assert out.min() >= img.min() - 1e-5 and out.max() <= img.max() + 1e-5
+        changed += not np.array_equal(out, img)
+    assert 5 < changed < 35  # p 0.3 and 0.2: some patches change, most do not
+    off = Augment()
+    assert all(np.array_equal(_gamma_and_blur(img, off, np.random.default_rng(s)), img)
+               for s in range(10))

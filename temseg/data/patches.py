@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter
 from torch.utils.data import Dataset
 
 
@@ -15,11 +16,17 @@ from torch.utils.data import Dataset
 class Augment:
     """Joint image/label augmentation. Geometry: 90-degree rotations and flips (exact), free
     rotations and scaling (one affine resampling: bilinear image, nearest labels). Intensity
-    (image only): contrast/brightness jitter, gaussian noise, on the normalised scale.
+    (image only): contrast/brightness jitter, gaussian noise, on the normalised scale; and,
+    nnU-Net style, a gamma curve (probability 0.3) and a Gaussian blur (probability 0.2).
 
     ``scale``: with the free rotation, zoom by a factor log-uniform in [1/scale, scale]
     (1: off), so the model sees structures somewhat larger and smaller than in the data
-    (microscopes and pixel sizes differ; nnU-Net scales by 0.7-1.4)."""
+    (microscopes and pixel sizes differ; nnU-Net scales by 0.7-1.4).
+
+    ``gamma``: gamma log-uniform in [1/gamma, gamma] applied to the patch rescaled to [0, 1]
+    by its own range (nnU-Net: 0.7-1.5; 1: off). ``blur``: Gaussian blur of sigma uniform in
+    [0.5, blur] pixels (nnU-Net: 0.5-1; 0: off): stains, focus and detectors differ between
+    sessions and animals."""
 
     rot90: bool = True
     flips: bool = True
@@ -28,6 +35,8 @@ class Augment:
     contrast: float = 0.2
     brightness: float = 0.15
     noise: float = 0.05
+    gamma: float = 1.0
+    blur: float = 0.0
 
 
 def pad_to(arr: np.ndarray, height: int, width: int, mode: str = "reflect") -> np.ndarray:
@@ -57,6 +66,18 @@ def _rotate(image: np.ndarray, labels: np.ndarray, angle: float, size: int,
     lab = torch.nn.functional.grid_sample(torch.from_numpy(labels.astype(np.float32))[None, None],
                                           grid, mode="nearest", align_corners=False)
     return img[0, 0].numpy(), lab[0, 0].numpy().astype(np.uint8)
+
+
+def _gamma_and_blur(img: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
+    """The optional gamma curve and blur of :class:`Augment` on an image patch (P, P)."""
+    if aug.gamma > 1 and rng.random() < 0.3:
+        lo, hi = float(img.min()), float(img.max())
+        g = math.exp(rng.uniform(-1, 1) * math.log(aug.gamma))
+        if hi - lo > 1e-6:
+            img = (lo + (hi - lo) * ((img - lo) / (hi - lo)) ** g).astype(np.float32)
+    if aug.blur > 0 and rng.random() < 0.2:
+        img = gaussian_filter(np.asarray(img, np.float32), rng.uniform(0.5, max(0.5, aug.blur)))
+    return img
 
 
 class PatchDataset(Dataset):
@@ -137,6 +158,7 @@ class PatchDataset(Dataset):
                 img, lab = img[:, ::-1], lab[:, ::-1]
             img = img * np.float32(1 + rng.uniform(-aug.contrast, aug.contrast)) + np.float32(
                 rng.uniform(-aug.brightness, aug.brightness))
+            img = _gamma_and_blur(img, aug, rng)
             if aug.noise:
                 img = img + rng.normal(0, aug.noise, img.shape).astype(np.float32)
         img = np.ascontiguousarray(img, dtype=np.float32)

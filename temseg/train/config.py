@@ -36,6 +36,8 @@ class TrainConfig:
     patch_size: int = 256
     patches_per_image: int = 80
     scale_augment: float = 1.25  # zoom patches by log-uniform [1/s, s] (Augment.scale; 1: off)
+    gamma_augment: float = 1.0  # gamma log-uniform in [1/g, g], p 0.3 (Augment.gamma; 1: off)
+    blur_augment: float = 0.0  # Gaussian blur, sigma in [0.5, b] px, p 0.2 (Augment.blur; 0: off)
     val_crop: int = 512
     val_fraction: float = 0.2
     val_groups: tuple[str, ...] = ()
@@ -120,6 +122,10 @@ def config_problems(c: TrainConfig) -> list[str]:
         _integer("patches_per_image", c.patches_per_image, 1),
         _check("scale_augment", c.scale_augment, _number(c.scale_augment)
                and c.scale_augment >= 1, ">= 1 (1: no zoom)"),
+        _check("gamma_augment", c.gamma_augment, _number(c.gamma_augment)
+               and c.gamma_augment >= 1, ">= 1 (1: no gamma)"),
+        _check("blur_augment", c.blur_augment, _number(c.blur_augment)
+               and c.blur_augment >= 0, ">= 0 (0: no blur)"),
         _integer("val_crop", c.val_crop, 1),
         _check("val_fraction", c.val_fraction, _number(c.val_fraction)
                and 0 <= c.val_fraction < 1, "in [0, 1)"),

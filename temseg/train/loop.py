@@ -331,10 +331,10 @@ class Trainer:
 
     def _build_data(self, norm: Normalization) -> None:
         c = self.config
+        augment = Augment(scale=c.scale_augment, gamma=c.gamma_augment, blur=c.blur_augment)
         self.train_ds = PatchDataset(_normalized(self.train_s, norm),
                                      [s.labels for s in self.train_s], c.patch_size,
-                                     c.patches_per_image, augment=Augment(scale=c.scale_augment),
-                                     seed=c.seed)
+                                     c.patches_per_image, augment=augment, seed=c.seed)
         per_process = len(self.train_ds) // self.ddp.world
         if per_process < c.batch_size:
             raise ValueError(f"batch size {c.batch_size} (--batch-size) is more than the "
