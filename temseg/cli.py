@@ -200,6 +200,10 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--blur-augment", type=float, default=d("blur_augment"), metavar="SIGMA",
                    help="Gaussian blur of sigma in [0.5, SIGMA] px on 20%% of the patches "
                         "(0: off)")
+    t.add_argument("--pixel-size", type=float, default=d("pixel_size"), metavar="UM",
+                   help="train at this pixel size in micrometres: images and masks are "
+                        "resampled on loading (default: the data's own); inference then "
+                        "resamples inputs to it and maps the masks back")
     t.add_argument("--val-crop", type=int, default=d("val_crop"),
                    help="side of the central validation crop of each validation image")
     t.add_argument("--val-fraction", type=float, default=d("val_fraction"),
@@ -408,6 +412,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size, patch_size=args.patch_size,
         patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
         gamma_augment=args.gamma_augment, blur_augment=args.blur_augment,
+        pixel_size=args.pixel_size,
         val_crop=args.val_crop,
         val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
         weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,

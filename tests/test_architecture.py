@@ -32,6 +32,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "temseg.distributed": ("temseg.train", "temseg.export", "temseg.cli"),
     "temseg.spec": ("temseg.inference", "temseg.train", "temseg.export", "temseg.cli"),
     "temseg.policy": ("temseg.",),
+    # shipped models: a registry and files, below everything that loads a checkpoint
+    "temseg.pretrained": ("temseg.inference", "temseg.train", "temseg.export", "temseg.cli",
+                          "socket", "urllib", "requests", "http"),
+    "temseg.examples": ("temseg.",),
     "temseg.morphometrics": ("temseg.inference", "temseg.train", "temseg.export",
                              "temseg.cli"),
 }

@@ -224,6 +224,9 @@ OPTIONS = [  # (TrainConfig fields, the CLI flags, a substring of the library's 
     ({"lr": float("nan")}, ["--lr", "nan"], "lr"),
     ({"patches_per_image": 0}, ["--patches-per-image", "0"], "patches_per_image"),
     ({"scale_augment": 0.5}, ["--scale-augment", "0.5"], "scale_augment"),
+    ({"gamma_augment": 0.5}, ["--gamma-augment", "0.5"], "gamma_augment"),
+    ({"blur_augment": -1.0}, ["--blur-augment", "-1"], "blur_augment"),
+    ({"pixel_size": 0.0}, ["--pixel-size", "0"], "pixel_size"),
 ]
 
 

@@ -153,3 +153,34 @@ def test_cli_init_takes_the_architecture_of_the_checkpoint(blocks: Path, tmp_pat
     assert config["model"]["width"] == 8 and config["init"] == str(tmp_path / "a")
     assert main(["train", str(blocks), "--out", str(tmp_path / "c"), "--init",
                  str(tmp_path / "missing")]) == 2
+
+
+def test_resample_sample_halves_images_and_labels_like_inference():
+    import numpy as np
+
+    from temseg.data import DataError, Sample
+    from temseg.data.rescale import resample_sample
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, (6, 5)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
+    image = (40 * labels + rng.normal(0, 3, labels.shape)).astype(np.float32)
+    s = Sample("m_1", image, labels, 0.005, "m")
+    half = resample_sample(s, 0.01)
+    assert half.image.shape == half.labels.shape == (48, 40) and half.pixel_size_um == 0.01
+    # nearest-exact at factor 2 samples the input pixel 2i + 1 (temseg.io.resample's rule)
+    assert np.array_equal(half.labels, labels[1::2, 1::2])
+    assert abs(float(half.image.mean()) - float(image.mean())) < 0.5
+    assert resample_sample(s, 0.00501) is s  # within 2 %: unchanged
+    with pytest.raises(DataError, match="m_1: the image records no pixel size"):
+        resample_sample(Sample("m_1", image, labels, None, "m"), 0.01)
+
+
+def test_training_at_a_pixel_size_records_it(blocks: Path, tmp_path: Path):
+    from temseg.data import Sample
+
+    samples = [Sample(s.name, s.image, s.labels, 0.005, s.group)
+               for s in load_dataset(blocks)]
+    train(tiny_config(blocks, tmp_path / "run", epochs=1, pixel_size=0.0075,
+                      val_crop=64), samples=samples)
+    ckpt = read_checkpoint(tmp_path / "run")
+    assert ckpt["pixel_size_um"] == pytest.approx(0.0075)

@@ -38,8 +38,12 @@ class TrainConfig:
     scale_augment: float = 1.25  # zoom patches by log-uniform [1/s, s] (Augment.scale; 1: off)
     gamma_augment: float = 1.0  # gamma log-uniform in [1/g, g], p 0.3 (Augment.gamma; 1: off)
     blur_augment: float = 0.0  # Gaussian blur, sigma in [0.5, b] px, p 0.2 (Augment.blur; 0: off)
+    # train at this pixel size (um): images and masks resampled on loading (None: the data's)
+    pixel_size: float | None = None
     val_crop: int = 512
-    val_fraction: float = 0.2
+    # 0: every animal trains and validation reuses the training images; with a handful of
+    # animals a held-out one cost more than it bought (docs/accuracy.md); select with temseg cv
+    val_fraction: float = 0.0
     val_groups: tuple[str, ...] = ()
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -126,6 +130,9 @@ def config_problems(c: TrainConfig) -> list[str]:
                and c.gamma_augment >= 1, ">= 1 (1: no gamma)"),
         _check("blur_augment", c.blur_augment, _number(c.blur_augment)
                and c.blur_augment >= 0, ">= 0 (0: no blur)"),
+        None if c.pixel_size is None else _check(
+            "pixel_size", c.pixel_size, _number(c.pixel_size) and c.pixel_size > 0,
+            "a positive number of micrometres (or None)"),
         _integer("val_crop", c.val_crop, 1),
         _check("val_fraction", c.val_fraction, _number(c.val_fraction)
                and 0 <= c.val_fraction < 1, "in [0, 1)"),

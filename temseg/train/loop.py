@@ -35,6 +35,7 @@ from ..data import (
     check_finite,
     load_dataset,
 )
+from ..data.rescale import resample_samples
 from ..labels import TEM_CLASSES, ClassTable
 from ..losses import DiceCELoss
 from ..metrics import confusion_matrix, summarize
@@ -287,13 +288,14 @@ class Trainer:
         self.config, self.ddp, self.out = config, ddp, Path(config.out)
         if config.threads:
             torch.set_num_threads(config.threads)
-        samples = _training_samples(config, samples)
+        samples = resample_samples(_training_samples(config, samples), config.pixel_size)
         self.train_s, self.val_s = split_samples(samples, config.val_fraction,
                                                  config.val_groups, config.seed)
         self.val_note = "validation on held-out groups"
         if not self.val_s:
             self.val_s = self.train_s
-            self.val_note = "only one group: validation reuses the training images"
+            self.val_note = ("--val-fraction 0" if config.val_fraction <= 0 else "only one "
+                             "group") + ": validation reuses the training images"
         norm, self.classes, device = Normalization(), TEM_CLASSES, ddp.device
 
         torch.manual_seed(config.seed)
