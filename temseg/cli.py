@@ -200,10 +200,11 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--blur-augment", type=float, default=d("blur_augment"), metavar="SIGMA",
                    help="Gaussian blur of sigma in [0.5, SIGMA] px on 20%% of the patches "
                         "(0: off)")
-    t.add_argument("--pixel-size", type=float, default=d("pixel_size"), metavar="UM",
-                   help="train at this pixel size in micrometres: images and masks are "
-                        "resampled on loading (default: the data's own); inference then "
-                        "resamples inputs to it and maps the masks back")
+    t.add_argument("--pixel-size", type=_pixel_size_arg, default=None, metavar="UM",
+                   help=f"train at this pixel size in micrometres: finer images and masks "
+                        f"are shrunk to it on loading, coarser ones kept; 'native': as they "
+                        f"are (default {d('pixel_size')}, or the --init checkpoint's); "
+                        "inference resamples inputs to the model's and maps the masks back")
     t.add_argument("--val-crop", type=int, default=d("val_crop"),
                    help="side of the central validation crop of each validation image")
     t.add_argument("--val-fraction", type=float, default=d("val_fraction"),
@@ -237,6 +238,26 @@ def _train_args(t: argparse.ArgumentParser) -> None:
                    help="continue the run in --out from its last.pt (starts afresh when there "
                         "is none); without it a folder holding a last.pt is refused")
     t.add_argument("--no-progress", action="store_true")
+
+
+def _pixel_size_arg(text: str) -> float | str:
+    return "native" if text == "native" else float(text)
+
+
+def _train_pixel_size(args: argparse.Namespace) -> float | None:
+    """--pixel-size: the value given ('native': None), else the --init checkpoint's, else
+    the recipe's (:data:`temseg.train.DEFAULT_PIXEL_SIZE`)."""
+    from .train import DEFAULT_PIXEL_SIZE
+
+    if args.pixel_size == "native":
+        return None
+    if args.pixel_size is not None:
+        return args.pixel_size
+    if args.init:
+        from .checkpoint import read_checkpoint
+
+        return read_checkpoint(args.init).get("pixel_size_um")
+    return DEFAULT_PIXEL_SIZE
 
 
 def _model_config(args: argparse.Namespace) -> UNetConfig:
@@ -412,7 +433,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size, patch_size=args.patch_size,
         patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
         gamma_augment=args.gamma_augment, blur_augment=args.blur_augment,
-        pixel_size=args.pixel_size,
+        pixel_size=_train_pixel_size(args),
         val_crop=args.val_crop,
         val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
         weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,

@@ -45,7 +45,7 @@ def run_demo(out: str | Path = "temseg-demo", epochs: int = 10, minutes: float =
                          lr=3e-3, warmup=0.03, seed=seed,
                          # phantoms share one pixel size and 150 steps are few: zooming them
                          # slowed learning (one demo run missed the vessels with it)
-                         scale_augment=1.0)
+                         scale_augment=1.0, pixel_size=None)
     if (run / "last.pt").exists():  # a previous demo in this folder: start afresh
         for f in run.iterdir():
             f.unlink()

@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import blocks_dataset
 
 from temseg.cli import main
 from temseg.cv import assign_folds, cross_validate, summarize_folds
 from temseg.models import UNetConfig
 from temseg.train import TrainConfig
-
-from conftest import blocks_dataset
 
 TINY = UNetConfig(width=4, depth=2, heads=1, attention=False)
 

@@ -159,7 +159,7 @@ def test_resample_sample_halves_images_and_labels_like_inference():
     import numpy as np
 
     from temseg.data import DataError, Sample
-    from temseg.data.rescale import resample_sample
+    from temseg.data.rescale import resample_sample, resample_samples
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, (6, 5)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
@@ -173,6 +173,11 @@ def test_resample_sample_halves_images_and_labels_like_inference():
     assert resample_sample(s, 0.00501) is s  # within 2 %: unchanged
     with pytest.raises(DataError, match="m_1: the image records no pixel size"):
         resample_sample(Sample("m_1", image, labels, None, "m"), 0.01)
+    # training's rule: shrink finer samples only; coarser and unrecorded ones stay
+    unknown = Sample("m_2", image, labels, None, "m")
+    out = resample_samples([s, unknown], 0.01)
+    assert out[0].pixel_size_um == 0.01 and out[1] is unknown
+    assert resample_samples([s], 0.0025)[0] is s
 
 
 def test_training_at_a_pixel_size_records_it(blocks: Path, tmp_path: Path):

@@ -9,6 +9,7 @@ masks stay at the input's resolution.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -16,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from .io import DataError, Sample
+
+log = logging.getLogger("temseg.data")
 
 
 def resample_sample(sample: Sample, pixel_size_um: float) -> Sample:
@@ -27,8 +30,7 @@ def resample_sample(sample: Sample, pixel_size_um: float) -> Sample:
 
     if not sample.pixel_size_um:
         raise DataError(f"{sample.name}: the image records no pixel size (TIFF resolution "
-                        "tags or PixelSizeMicrometers), so it cannot be trained at "
-                        f"--pixel-size {pixel_size_um}")
+                        f"tags or PixelSizeMicrometers): cannot resample it to {pixel_size_um}")
     if abs(sample.pixel_size_um / pixel_size_um - 1) <= 0.02:
         return sample
     shape = resampled_shape(sample.image.shape, sample.pixel_size_um, pixel_size_um)
@@ -42,7 +44,21 @@ def resample_sample(sample: Sample, pixel_size_um: float) -> Sample:
 
 
 def resample_samples(samples: list[Sample], pixel_size_um: float | None) -> list[Sample]:
-    """Every sample at ``pixel_size_um`` (None: as they are)."""
+    """The samples finer than ``pixel_size_um`` (by more than 2 %) shrunk to it; coarser ones
+    and those that record no pixel size are kept as they are (never enlarged: that would
+    only blur them), and said in the log. None: all as they are."""
     if pixel_size_um is None:
         return samples
-    return [resample_sample(s, pixel_size_um) for s in samples]
+    out, kept = [], []
+    for s in samples:
+        finer = bool(s.pixel_size_um) and s.pixel_size_um < pixel_size_um / 1.02
+        out.append(resample_sample(s, pixel_size_um) if finer else s)
+        if not finer:
+            kept.append(s.name)
+    if len(kept) < len(samples):
+        log.info("training at %g um per pixel: %d image(s) shrunk to it", pixel_size_um,
+                 len(samples) - len(kept))
+    if kept:
+        log.info("kept at their own pixel size (as coarse or coarser, or unrecorded): %s",
+                 ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
+    return out

@@ -11,6 +11,10 @@ from ..models import UNetConfig
 # The architecture of the recipe that won the leave-mice-out cross-validation under a 20-minute
 # CPU budget (docs/accuracy.md); the ResUNet's own defaults (UNetConfig()) stay the seed's.
 DEFAULT_MODEL = UNetConfig(width=16, heads=4)
+# Train at 0.01 um per pixel (finer data is shrunk to it, coarser data kept): a 256 px patch
+# then holds whole large axons with their myelin (docs/accuracy.md: +0.10 mean Dice on unseen
+# mice in the screen). Axon sizes in nerve tissue are physical, so the default is one too.
+DEFAULT_PIXEL_SIZE = 0.01
 
 
 @dataclass
@@ -38,8 +42,9 @@ class TrainConfig:
     scale_augment: float = 1.25  # zoom patches by log-uniform [1/s, s] (Augment.scale; 1: off)
     gamma_augment: float = 1.0  # gamma log-uniform in [1/g, g], p 0.3 (Augment.gamma; 1: off)
     blur_augment: float = 0.0  # Gaussian blur, sigma in [0.5, b] px, p 0.2 (Augment.blur; 0: off)
-    # train at this pixel size (um): images and masks resampled on loading (None: the data's)
-    pixel_size: float | None = None
+    # train at this pixel size (um): finer images and masks shrunk on loading (None: as they
+    # are; temseg.data.rescale)
+    pixel_size: float | None = DEFAULT_PIXEL_SIZE
     val_crop: int = 512
     # 0: every animal trains and validation reuses the training images; with a handful of
     # animals a held-out one cost more than it bought (docs/accuracy.md); select with temseg cv
