@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import blocks_dataset
 
 from temseg.cli import main
 from temseg.cv import assign_folds, cross_validate, summarize_folds
@@ -37,10 +36,9 @@ def test_summary_statistics():
     assert s["tta"]["max"] == pytest.approx(0.91)
 
 
-def test_study_never_trains_on_a_fold_and_resumes(tmp_path: Path):
-    data = blocks_dataset(tmp_path / "data", n=3, size=64)
-    out = tmp_path / "cv"
-    config = TrainConfig(data=str(data), out=str(out), model=TINY, epochs=1, batch_size=2,
+def test_study_never_trains_on_a_fold_and_resumes(blocks: Path, tmp_path: Path):
+    out = tmp_path / "cv"  # blocks: img_0, img_1, img_2, each its own group
+    config = TrainConfig(data=str(blocks), out=str(out), model=TINY, epochs=1, batch_size=2,
                          patch_size=32, patches_per_image=2, val_crop=64, progress=False)
     result = cross_validate(config, folds=3)
     assert [r["test_groups"] for r in result["folds"]] == [["img_0"], ["img_1"], ["img_2"]]
@@ -58,7 +56,6 @@ def test_study_never_trains_on_a_fold_and_resumes(tmp_path: Path):
     assert again["summary"]["plain"] == result["summary"]["plain"]
 
 
-def test_cli_cv_rejects_too_many_folds(tmp_path: Path, capsys):
-    data = blocks_dataset(tmp_path / "data", n=2, size=64)
-    assert main(["cv", str(data), "--out", str(tmp_path / "cv"), "--folds", "3"]) == 2
-    assert "--folds 3" in capsys.readouterr().err
+def test_cli_cv_rejects_too_many_folds(blocks: Path, tmp_path: Path, capsys):
+    assert main(["cv", str(blocks), "--out", str(tmp_path / "cv"), "--folds", "4"]) == 2
+    assert "--folds 4" in capsys.readouterr().err
