@@ -37,7 +37,8 @@ def test_short_training_beats_untrained(tmp_path: Path):
     out = tmp_path / "run"
     config = TrainConfig(data=str(data), out=str(out), model=MODEL, epochs=8, batch_size=8,
                          patch_size=128, patches_per_image=16, val_crop=256,
-                         val_fraction=0.25, lr=3e-3, warmup=0.05, progress=False, seed=0)
+                         val_fraction=0.25, lr=3e-3, warmup=0.05, progress=False, seed=0,
+                         pixel_size=None)  # the phantom's structures are sized in pixels
     summary = train(config)
     val = [s for s in load_dataset(data) if s.name in summary["val_images"]]
     assert val and not set(summary["val_images"]) & set(summary["train_images"])
