@@ -244,7 +244,7 @@ def _pixel_size_arg(text: str) -> float | str:
     return "native" if text == "native" else float(text)
 
 
-def _train_pixel_size(args: argparse.Namespace) -> float | None:
+def _train_pixel_size(args: argparse.Namespace, init: dict | None) -> float | None:
     """--pixel-size: the value given ('native': None), else the --init checkpoint's, else
     the recipe's (:data:`temseg.train.DEFAULT_PIXEL_SIZE`)."""
     from .train import DEFAULT_PIXEL_SIZE
@@ -253,23 +253,19 @@ def _train_pixel_size(args: argparse.Namespace) -> float | None:
         return None
     if args.pixel_size is not None:
         return args.pixel_size
-    if args.init:
-        from .checkpoint import read_checkpoint
-
-        return read_checkpoint(args.init).get("pixel_size_um")
+    if init is not None:
+        return init.get("pixel_size_um")
     return DEFAULT_PIXEL_SIZE
 
 
-def _model_config(args: argparse.Namespace) -> UNetConfig:
+def _model_config(args: argparse.Namespace, init: dict | None) -> UNetConfig:
     """The architecture: the flags given, the rest from --init's checkpoint, else the
     recipe's (:data:`temseg.train.DEFAULT_MODEL`)."""
     from .train import DEFAULT_MODEL
 
     base = DEFAULT_MODEL
-    if args.init:
-        from .checkpoint import read_checkpoint
-
-        base = UNetConfig.from_dict(read_checkpoint(args.init)["model_config"])
+    if init is not None:
+        base = UNetConfig.from_dict(init["model_config"])
         base = UNetConfig(**{**base.to_dict(), "num_classes": DEFAULT_MODEL.num_classes})
     given = {k: getattr(args, k) for k in ("width", "depth", "heads")
              if getattr(args, k) is not None}
@@ -426,20 +422,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of ``temseg train`` / ``temseg cv``'s flags (validated)."""
+    from .checkpoint import read_checkpoint
     from .train import TrainConfig
 
+    init = read_checkpoint(args.init) if args.init else None  # read once, hash checked
     return TrainConfig(
         data=args.data, out=args.out, epochs=args.epochs, time_limit=args.time_limit,
         batch_size=args.batch_size, patch_size=args.patch_size,
         patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
         gamma_augment=args.gamma_augment, blur_augment=args.blur_augment,
-        pixel_size=_train_pixel_size(args),
+        pixel_size=_train_pixel_size(args, init),
         val_crop=args.val_crop,
         val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
         weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,
         amp=args.amp, compile=args.compile, device=args.device,
         num_workers=args.num_workers, threads=args.threads, progress=not args.no_progress,
-        resume=args.resume, init=args.init, model=_model_config(args))
+        resume=args.resume, init=args.init, model=_model_config(args, init))
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -58,11 +58,9 @@ def _fold_report(config: TrainConfig, k: int, test_groups: list[str], samples: l
                               "test_images": [s.name for s in test_s],
                               "steps": summary["steps"], "elapsed_s": summary["elapsed_s"],
                               "best_epoch": summary["best_epoch"]}
-    for key, use_tta in (("plain", False), ("tta", True)):
-        if use_tta and not tta:
-            continue
-        predictor = Predictor.open(out, progress=False, tta=use_tta)
-        ev = predictor.evaluate_samples(test_s)
+    predictor = Predictor.open(out, progress=False)  # opened once; TTA is a setting
+    for key, use_tta in (("plain", False), ("tta", True))[: 2 if tta else 1]:
+        ev = replace(predictor, tta=use_tta).evaluate_samples(test_s)
         report[key] = {"mean_dice": ev["mean_dice"], "dice": ev["dice"],
                        "mean_iou": ev["mean_iou"], "images": ev["images"],
                        "backend": ev["backend"], "precision": ev["precision"]}
