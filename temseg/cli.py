@@ -42,9 +42,9 @@ def _slide_args(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: average over flips and 90-degree rotations")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto",
-                   help="precision of the torch backend: auto = bf16 autocast where this "
-                        "CPU/GPU runs it measurably faster (never on AVX2-only CPUs), off = "
-                        "fp32 (matches onnxruntime and the C++ runtime)")
+                   help="floating-point precision of the torch and openvino backends: auto = "
+                        "bf16 where this CPU/GPU has bf16 units (never on AVX2-only CPUs), "
+                        "off = fp32 (matches onnxruntime and the C++ runtime)")
     g.add_argument("--pixel-size", type=float, default=None, metavar="UM",
                    help="pixel size of the inputs in micrometres (default: from the TIFF "
                         "tags)")
@@ -165,10 +165,11 @@ def _morphometrics_args(p: argparse.ArgumentParser) -> None:
 
 MODEL_HELP = ("shipped model name (temseg models, e.g. tem-mouse-cc), checkpoint file, training "
               "run folder, exported .onnx, TensorRT .engine or AOTInductor .pt2")
-BACKEND_CHOICES = ["auto", "torch", "onnxruntime", "tensorrt", "aoti"]
-BACKEND_HELP = ("runtime for the tiles; auto: the file's own for exports, else torch in bf16 on "
-                "CPUs with bf16 units, fp32 onnxruntime on other CPUs, torch on GPUs (a fixed "
-                "rule, logged and recorded in the outputs)")
+BACKEND_CHOICES = ["auto", "torch", "onnxruntime", "openvino", "tensorrt", "aoti"]
+BACKEND_HELP = ("runtime for the tiles; auto: the file's own for engines and packages, on CPUs "
+                "openvino (bf16 on CPUs with bf16 units, else fp32; an int8 export in int8), "
+                "else torch in bf16 / fp32 onnxruntime; torch on GPUs (a fixed rule of the "
+                "CPU's features, logged and recorded in the outputs)")
 
 
 def _train_default(name: str) -> object:
@@ -291,8 +292,13 @@ def _export_args(x: argparse.ArgumentParser) -> None:
     x.add_argument("--batch", type=int, nargs=3, default=(1, 4, 16),
                    metavar=("MIN", "OPT", "MAX"), help="batch range (tensorrt profiles; aoti "
                    "uses MAX)")
-    x.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16",
-                   help="tensorrt engine precision")
+    x.add_argument("--precision", choices=["fp16", "bf16", "fp32", "int8"], default=None,
+                   help="tensorrt engine precision (default fp16); onnx: fp32 (default) or "
+                        "int8 (static post-training quantisation of the convolutions, "
+                        "calibrated on --calibration-data)")
+    x.add_argument("--calibration-data", default=None, metavar="DATA",
+                   help="onnx --precision int8: training data folder (images/ + masks/) "
+                        "whose patches calibrate the activation ranges")
     x.add_argument("--strongly-typed", choices=["auto", "on", "off"], default="auto",
                    help="tensorrt: strongly typed network (auto: when the installed TensorRT "
                         "prefers it)")

@@ -195,9 +195,12 @@ def test_onnxruntime_backend_applies_softmax_to_logit_exports(exported: Path,
     assert open_backend(exported, "onnxruntime").num_classes == 5
 
 
-def test_default_backend_is_onnxruntime_on_cpu_unless_bf16_pays():
-    assert default_backend("cpu", amp="off") == "onnxruntime"  # fp32
+def test_default_backend_rule(monkeypatch):
+    from temseg.inference import backends
+
     assert default_backend("cuda") == "torch"
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
+    assert default_backend("cpu", amp="off") == "onnxruntime"  # fp32
     bf16 = choose_precision(torch.device("cpu"), "auto").dtype == torch.bfloat16
     assert default_backend("cpu", amp="auto") == ("torch" if bf16 else "onnxruntime")
     assert default_backend("cpu", amp="bf16") == "torch"
@@ -238,7 +241,7 @@ def test_predict_onnxruntime_backend_matches_torch(checkpoint: Path, exported_so
 
 
 def test_open_backend_checks_backend_and_file(exported: Path, tmp_path: Path):
-    backend = open_backend(exported, "auto")
+    backend = open_backend(exported, "onnxruntime")
     assert isinstance(backend.spec, ModelSpec) and backend.name == "onnxruntime"
     with pytest.raises(ValueError, match="onnxruntime"):
         open_backend(exported, "torch")
@@ -257,7 +260,7 @@ def test_evaluate_an_onnx_export_gives_the_checkpoints_dice(checkpoint: Path,
     assert data
     reports = {}
     for name, model, extra in (("torch", checkpoint, ["--backend", "torch", "--amp", "off"]),
-                               ("onnx", exported_softmax, [])):
+                               ("onnx", exported_softmax, ["--backend", "onnxruntime"])):
         out = tmp_path / f"{name}.json"
         assert main(["evaluate", str(model), str(tmp_path / "synth"), "--roi-size", "64",
                      "--no-progress", "--out", str(out), *extra]) == 0

@@ -65,11 +65,21 @@ def test_the_rule_does_not_time_anything(cpu, monkeypatch):
 
 
 @pytest.mark.parametrize("flags,expect", [(AVX2, "onnxruntime"), (AVX512_BF16, "torch")])
-def test_default_backend_rule(cpu, flags, expect):
-    """Without bf16 units the fastest exact path (fp32 ONNX Runtime); with them torch-bf16."""
+def test_default_backend_rule_without_openvino(cpu, monkeypatch, flags, expect):
+    """Without OpenVINO: fp32 ONNX Runtime without bf16 units, torch-bf16 with them."""
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
     cpu(flags)
     assert backends.default_backend("cpu", "auto") == expect
     assert backends.default_backend("cpu", "off") == "onnxruntime"
+
+
+@pytest.mark.parametrize("flags", [AVX2, AVX512_BF16, AMX])
+def test_default_backend_rule_with_openvino(cpu, monkeypatch, flags):
+    """With OpenVINO: it runs every CPU (its precision: tests/test_openvino_int8.py)."""
+    monkeypatch.setattr(backends, "openvino_available", lambda: True)
+    cpu(flags)
+    assert backends.default_backend("cpu", "auto") == "openvino"
+    assert backends.default_backend("cuda", "auto") == "torch"
 
 
 def test_compile_policy():

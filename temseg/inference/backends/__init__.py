@@ -8,6 +8,8 @@ backends changes nothing else.
 
 * :mod:`.pytorch` (``torch``): a checkpoint's model, eager or compiled, fp32 or autocast;
 * :mod:`.onnxruntime`: an ``.onnx`` export (a checkpoint is exported once into a cache);
+* :mod:`.openvino`: the same ``.onnx`` export compiled by OpenVINO (fused, prepacked; fp32,
+  bf16, or int8 for an int8 export);
 * :mod:`.tensorrt`: a TensorRT engine on a CUDA device;
 * :mod:`.aoti`: an AOTInductor package (what the C++ runtime loads).
 
@@ -25,15 +27,16 @@ import torch
 from ...checkpoint import SegmentationModel, load_model
 from ...policy import inference_precision
 from ...spec import ENGINE_SUFFIXES, ModelSpec
-from .onnxruntime import OnnxRuntimeBackend, onnxruntime_available
+from .onnxruntime import OnnxRuntimeBackend, cached_onnx, onnxruntime_available
+from .openvino import OpenVinoBackend, openvino_available
 from .pytorch import TorchBackend
 
-__all__ = ["BACKENDS", "Backend", "OnnxRuntimeBackend", "TorchBackend", "default_backend",
-           "make_backend", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "TorchBackend",
+           "default_backend", "make_backend", "open_backend"]
 
 log = logging.getLogger("temseg.backends")
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt", "aoti")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "aoti")
 
 
 class Backend(Protocol):
@@ -50,16 +53,18 @@ class Backend(Protocol):
 
 
 def default_backend(device: str | torch.device = "cpu", amp: str = "auto") -> str:
-    """The backend used when none is given: a fixed rule of the hardware.
+    """The backend used when none is given: a fixed rule of the hardware, never a timing.
 
-    CPU: "torch" when ``amp`` resolves to bf16 autocast (CPUs with native bf16 units,
-    :func:`temseg.policy.choose_precision`: 1.8x fp32 on whole TEM images on an AVX512-BF16
-    EPYC), else "onnxruntime" when installed (the exact fp32 path; 1.11x fp32 torch on
-    whole slides on that EPYC, docs/benchmarks.md), else "torch". GPUs: "torch" (TensorRT
-    needs an engine built beforehand).
+    CPU: "openvino" when installed, in bf16 where ``amp`` resolves to bf16 (CPUs with
+    native bf16 units, :func:`temseg.policy.choose_precision`), else in fp32 (the fastest
+    exact path); without OpenVINO, "torch" in bf16 on those CPUs, else fp32 "onnxruntime"
+    when installed, else "torch". GPUs: "torch" (TensorRT needs an engine built
+    beforehand). The measurements behind it: docs/benchmarks.md.
     """
     if torch.device(device).type != "cpu":
         return "torch"
+    if openvino_available():
+        return "openvino"
     if inference_precision(device, amp).dtype is None and onnxruntime_available():
         return "onnxruntime"
     return "torch"
@@ -79,6 +84,8 @@ def make_backend(name: str, model: SegmentationModel, device: str | torch.device
         return TorchBackend(model, device, compile=compile, amp=precision.dtype)
     if name == "onnxruntime":
         return OnnxRuntimeBackend.from_model(model, device)
+    if name == "openvino":
+        return _openvino(cached_onnx(model), device, amp)
     if name in ("tensorrt", "aoti"):
         ext = ".engine" if name == "tensorrt" else ".pt2"
         raise ValueError(f"the {name} backend runs an exported file: build one with `temseg "
@@ -86,12 +93,30 @@ def make_backend(name: str, model: SegmentationModel, device: str | torch.device
     raise ValueError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
 
 
+def _openvino(path: Path, device: str | torch.device, amp: str) -> Backend:
+    """OpenVINO on the CPU, its floating-point precision by the ``amp`` rule (logged)."""
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"{path}: the openvino backend runs on the CPU, not {device}")
+    precision = inference_precision(device, amp)
+    log.info("openvino backend: %s", precision.reason)
+    return OpenVinoBackend(path, "bf16" if precision.dtype is torch.bfloat16 else "fp32")
+
+
+def _onnx_backend(path: Path, backend: str, device: str | torch.device, amp: str) -> Backend:
+    """An ``.onnx`` export: ONNX Runtime or OpenVINO (auto: :func:`default_backend`)."""
+    if backend not in ("auto", "onnxruntime", "openvino"):
+        raise ValueError(f"{path}: an ONNX file runs with --backend onnxruntime or openvino, "
+                         f"not {backend}")
+    if backend == "openvino" or (backend == "auto"
+                                 and default_backend(device, amp) == "openvino"):
+        return _openvino(path, device, amp)
+    return OnnxRuntimeBackend(path, device)
+
+
 def _file_backend(path: Path, kind: str, backend: str, device: str | torch.device) -> Backend:
     """The only backend that runs an exported file of ``kind``."""
     if backend not in ("auto", kind):
         raise ValueError(f"{path}: this file runs with --backend {kind}, not {backend}")
-    if kind == "onnxruntime":
-        return OnnxRuntimeBackend(path, device)
     if kind == "aoti":
         from .aoti import AotiBackend
 
@@ -109,17 +134,17 @@ def open_backend(source: str | Path | SegmentationModel, backend: str = "auto",
     """Open a model source with a backend.
 
     ``source``: a :class:`~temseg.checkpoint.SegmentationModel`, a checkpoint file or run
-    folder (any of torch / onnxruntime), an ``.onnx`` export (onnxruntime), a TensorRT
-    engine ``.engine`` / ``.plan`` / ``.trt`` with its ``.json`` (tensorrt) or an
-    AOTInductor package ``.pt2`` (aoti). ``backend`` "auto": the file's own, or
-    :func:`default_backend` for a checkpoint.
+    folder (torch / onnxruntime / openvino), an ``.onnx`` export (onnxruntime / openvino),
+    a TensorRT engine ``.engine`` / ``.plan`` / ``.trt`` with its ``.json`` (tensorrt) or an
+    AOTInductor package ``.pt2`` (aoti). ``backend`` "auto": the file's own for engines and
+    packages, else :func:`default_backend`.
     """
     if isinstance(source, SegmentationModel):
         return make_backend(backend, source, device, amp, compile)
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return _file_backend(path, "onnxruntime", backend, device)
+        return _onnx_backend(path, backend, device, amp)
     if suffix in ENGINE_SUFFIXES:
         return _file_backend(path, "tensorrt", backend, device)
     if suffix == ".pt2":

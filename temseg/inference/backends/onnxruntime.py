@@ -11,7 +11,7 @@ import torch
 from ...checkpoint import SegmentationModel
 from ...spec import read_onnx_metadata
 
-__all__ = ["OnnxRuntimeBackend", "onnxruntime_available"]
+__all__ = ["OnnxRuntimeBackend", "cached_onnx", "onnxruntime_available"]
 
 
 class OnnxRuntimeBackend:
@@ -24,7 +24,6 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
-    precision = "fp32"
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu",
                  threads: int | None = None) -> None:
@@ -33,6 +32,9 @@ class OnnxRuntimeBackend:
         self.path = Path(path)
         self.spec = read_onnx_metadata(self.path)
         self.num_classes = self.spec.num_classes
+        self.precision = "int8" if self.spec.extra.get("dtype") == "int8" else "fp32"
+        if self.precision == "int8":
+            self.name = "onnxruntime-int8"
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -51,37 +53,41 @@ class OnnxRuntimeBackend:
     def from_model(cls, model: SegmentationModel, device: str | torch.device = "cpu",
                    threads: int | None = None, cache_dir: str | Path | None = None
                    ) -> OnnxRuntimeBackend:
-        """Export ``model`` (softmax embedded) and open it.
-
-        The export is written to ``cache_dir/model.onnx`` when given; otherwise it is kept in
-        ``$TEMSEG_CACHE_DIR`` (default ``~/.cache/temseg``) under ``onnx/<key>.onnx``, the
-        key hashing the weights, the metadata and the torch version, so a model is exported
-        once (15-30 s on a small CPU), not at every run. An unwritable cache falls back to
-        a temporary folder.
-        """
-        from ...export.onnx import export_onnx
-
-        if cache_dir is not None:
-            return cls(export_onnx(model, Path(cache_dir) / "model.onnx", softmax=True),
-                       device, threads)
-        path = _onnx_cache_path(model)
-        if path is not None and path.is_file():
-            try:
-                return cls(path, device, threads)
-            except Exception:  # a corrupt cache entry: export again
-                path.unlink(missing_ok=True)
-        try:
-            if path is None:
-                raise OSError("no cache folder")
-            out = export_onnx(model, path, softmax=True)
-        except OSError:
-            out = export_onnx(model, Path(_tempdir()) / "model.onnx", softmax=True)
-        return cls(out, device, threads)
+        """Export ``model`` (softmax embedded, :func:`cached_onnx`) and open it."""
+        return cls(cached_onnx(model, cache_dir), device, threads)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
         out = torch.from_numpy(self.session.run(None, {self.spec.input_name: x})[0])
         return out if self.spec.softmax else torch.softmax(out, dim=1)
+
+
+def cached_onnx(model: SegmentationModel, cache_dir: str | Path | None = None) -> Path:
+    """``model`` exported to ONNX (softmax embedded), once.
+
+    The export is written to ``cache_dir/model.onnx`` when given; otherwise it is kept in
+    ``$TEMSEG_CACHE_DIR`` (default ``~/.cache/temseg``) under ``onnx/<key>.onnx``, the key
+    hashing the weights, the metadata and the torch version, so a model is exported once
+    (15-30 s on a small CPU), not at every run. A corrupt cache entry is exported again; an
+    unwritable cache falls back to a temporary folder.
+    """
+    from ...export.onnx import export_onnx
+
+    if cache_dir is not None:
+        return export_onnx(model, Path(cache_dir) / "model.onnx", softmax=True)
+    path = _onnx_cache_path(model)
+    if path is not None and path.is_file():
+        try:
+            read_onnx_metadata(path)
+            return path
+        except Exception:  # a corrupt cache entry: export again
+            path.unlink(missing_ok=True)
+    try:
+        if path is None:
+            raise OSError("no cache folder")
+        return export_onnx(model, path, softmax=True)
+    except OSError:
+        return export_onnx(model, Path(_tempdir()) / "model.onnx", softmax=True)
 
 
 _TEMPDIRS: list[tempfile.TemporaryDirectory] = []
