@@ -65,6 +65,11 @@ class BenchConfig:
     loss_size: int = 256
     slide: int = 1536
     slide_rounds: int = 1
+    # the MONAI comparison (benchmarks/test_inference.py): MONAI's settings on a real TEM slide
+    peer_slide: int = 2048
+    peer_widths: tuple[int, ...] = (32, 16)
+    peer_roi: int = 512
+    peer_sw_batch: int = 4
     mem_slide: int = 4096
     gemm_n: int = 2048
     seed: int = 0
@@ -94,6 +99,10 @@ class BenchConfig:
             loss_size=base.loss_size,
             slide=_env_int("TEMSEG_BENCH_SLIDE", base.slide),
             slide_rounds=_env_int("TEMSEG_BENCH_SLIDE_ROUNDS", base.slide_rounds),
+            peer_slide=_env_int("TEMSEG_BENCH_PEER_SLIDE", base.peer_slide),
+            peer_widths=base.peer_widths,
+            peer_roi=base.peer_roi,
+            peer_sw_batch=base.peer_sw_batch,
             mem_slide=_env_int("TEMSEG_BENCH_MEM_SLIDE", base.mem_slide),
             gemm_n=base.gemm_n,
             seed=base.seed,
@@ -105,7 +114,8 @@ class BenchConfig:
         """Tiny sizes: checks that every suite runs end to end (numbers meaningless)."""
         return cls(width=8, tile=64, sw_batch=4, train_batch=2, train_rounds=1, compile=False,
                    attn_cases=((2, 256),), attn_rounds=(2,), loss_batch=2, loss_size=64, slide=320,
-                   slide_rounds=1, mem_slide=448, gemm_n=512, quick=True)
+                   slide_rounds=1, peer_slide=320, peer_widths=(8,), peer_roi=64,
+                   peer_sw_batch=2, mem_slide=448, gemm_n=512, quick=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -332,6 +342,46 @@ def write_test_slide(path: str | Path, size: int, seed: int = 0) -> Path:
     return write_slide(path, size, size, seed=seed, tile=256)
 
 
+def write_tem_slide(path: str | Path, size: int) -> Path:
+    """A ``size`` x ``size`` slide of real TEM: temseg's shipped example micrograph
+    (600 x 600, mouse corpus callosum, MIT) mirrored out to the size, tiled uint8 TIFF with no
+    pixel size (every contender then runs the same pixels)."""
+    import numpy as np
+
+    from temseg.examples import example_image
+
+    image = tifffile.imread(example_image()[0])
+    reps = math.ceil(size / image.shape[0]) + 1
+    tiled = np.pad(image, ((0, reps * image.shape[0]), (0, reps * image.shape[1])),
+                   mode="symmetric")[:size, :size]
+    tifffile.imwrite(path, np.ascontiguousarray(tiled), tile=(256, 256), compression="zlib")
+    return Path(path)
+
+
+def trained_net(width: int, seed: int = 0) -> ResUNet:
+    """A model at ``width`` whose labels vary over TEM: the shipped ``tem-mouse-cc`` (trained)
+    when it has this width, else :func:`make_net` with its head scaled x40 (random weights
+    otherwise give one label almost everywhere, and a label agreement of 1 proves nothing)."""
+    from temseg.checkpoint import load_model
+
+    shipped = load_model("tem-mouse-cc").net.eval()
+    if shipped.config.width == width:
+        return shipped
+    net = make_net(width, seed)
+    with torch.no_grad():
+        net.head.weight.mul_(40.0)
+    return net
+
+
+def monai_best_settings() -> tuple[str, bool]:
+    """(precision, channels_last) of MONAI at its best on this CPU, as a user who knows
+    ``torch.autocast`` and ``channels_last`` runs it: bf16 autocast + channels-last where the
+    CPU has native bf16 units, fp32 channels-last elsewhere (bf16 is emulated there)."""
+    from temseg.policy import cpu_has_native_bf16
+
+    return ("bf16" if cpu_has_native_bf16() else "fp32"), True
+
+
 def slide_baseline(model: nn.Module, src: str | Path, dst: str | Path, cfg: BenchConfig) -> Path:
     """The baseline's whole-slide path (see :mod:`benchmarks.baseline.infer`) with ``model``
     (a :class:`~benchmarks.baseline.BaselineResUNet`, see ``baseline_from``)."""
@@ -339,21 +389,33 @@ def slide_baseline(model: nn.Module, src: str | Path, dst: str | Path, cfg: Benc
 
 
 @torch.inference_mode()
-def slide_monai(net: ResUNet, src: str | Path, dst: str | Path, cfg: BenchConfig) -> Path:
-    """MONAI ``sliding_window_inference`` with temseg's model as a user would call it (eager,
-    fp32, NCHW), overlap 0.25, gaussian blending, the whole slide and its full-size score map
-    in memory."""
+def slide_monai(net: ResUNet, src: str | Path, dst: str | Path, cfg: BenchConfig,
+                precision: str = "fp32", channels_last: bool = False, roi: int | None = None,
+                sw_batch: int | None = None) -> Path:
+    """MONAI ``sliding_window_inference`` with temseg's model as a user would call it:
+    overlap ``cfg.overlap``, gaussian blending, the whole slide and its full-size score map in
+    memory; out of the box (eager fp32 NCHW) or with ``precision`` "bf16" (``torch.autocast``)
+    and ``channels_last`` model and tiles."""
     from monai.inferers import sliding_window_inference
 
     image = tifffile.imread(src)
     x = torch.from_numpy(Normalization()(image))[None, None]
     net = net.eval()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(net(batch), dim=1)
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            logits = net(batch)
+        return torch.softmax(logits.float(), dim=1)
 
-    probs = sliding_window_inference(x, (cfg.tile, cfg.tile), cfg.sw_batch, predictor,
+    roi = roi or cfg.tile
+    probs = sliding_window_inference(x, (roi, roi), sw_batch or cfg.sw_batch, predictor,
                                      overlap=cfg.overlap, mode="gaussian")
+    if channels_last:
+        net.to(memory_format=torch.contiguous_format)
     labels = probs[0].argmax(0).to(torch.uint8).numpy()
     tifffile.imwrite(dst, TEM_CLASSES.decode(labels), compression="zlib")
     return Path(dst)
@@ -364,38 +426,74 @@ def temseg_slide_entry() -> str:
     return "temseg.inference.Predictor.segment_slide (TIFF to TIFF, streaming)"
 
 
-def slide_temseg(backend: Any, src: str | Path, dst: str | Path, cfg: BenchConfig) -> Path:
+def slide_temseg(backend: Any, src: str | Path, dst: str | Path, cfg: BenchConfig,
+                 roi: int | None = None, sw_batch: int | None = None,
+                 overlap: float | None = None) -> Path:
     """temseg's whole-slide path (the Predictor over ``segment_slide``): the slide is read
-    band by band, tiles are extracted, normalised and blended (gaussian, overlap 0.25) by the
-    C++ tiler around ``backend``; no overlay, no progress bar."""
+    band by band, tiles are extracted, normalised and blended (gaussian) by the C++ tiler
+    around ``backend``; no overlay, no progress bar. ``roi`` / ``sw_batch`` / ``overlap``
+    default to ``cfg``'s tile, batch and overlap."""
     from temseg.inference import Predictor, SlidingWindowInferer
 
-    window = SlidingWindowInferer(cfg.tile, cfg.sw_batch, cfg.overlap, "gaussian")
+    window = SlidingWindowInferer(roi or cfg.tile, sw_batch or cfg.sw_batch,
+                                  cfg.overlap if overlap is None else overlap, "gaussian")
     predictor = Predictor(backend, window, progress=False,
                           slide_options={"num_threads": cfg.threads})
     predictor.segment_slide(Path(src), Path(dst))
     return Path(dst)
 
 
-def make_backend(name: str, net: ResUNet, onnx_path: str | Path | None = None) -> Any:
-    """temseg's inference backend ``name`` ("torch" | "torch-bf16" | "onnxruntime") around
-    ``net``; an ONNX Runtime backend opens ``onnx_path`` when given (else exports ``net``)."""
+def make_backend(name: str, net: ResUNet, onnx_path: str | Path | None = None,
+                 patch_size: int = 256) -> Any:
+    """temseg's inference backend ``name`` around ``net``: "torch" | "torch-bf16" |
+    "onnxruntime" | "openvino-fp32" | "openvino-bf16" | "openvino-int8" (``onnx_path``: an
+    int8 export) | "auto" (what ``temseg predict`` picks on this CPU: the fixed rule of
+    :func:`temseg.inference.backends.default_backend`). ONNX backends open ``onnx_path``
+    when given, else export ``net`` once (cached)."""
     import copy
 
     from temseg.checkpoint import SegmentationModel
     from temseg.inference import backends
 
     # a copy: TorchBackend switches its model to channels-last in place
-    model = SegmentationModel(copy.deepcopy(net).eval())
+    model = SegmentationModel(copy.deepcopy(net).eval(), patch_size=patch_size)
+    if name == "auto":
+        return backends.make_backend("auto", model)
     if name == "torch":
         return backends.TorchBackend(model)
     if name == "torch-bf16":
         return backends.TorchBackend(model, amp=torch.bfloat16)
+    path = onnx_path or backends.cached_onnx(model)
     if name == "onnxruntime":
-        if onnx_path is not None:
-            return backends.OnnxRuntimeBackend(onnx_path)
-        return backends.OnnxRuntimeBackend.from_model(model)
+        return backends.OnnxRuntimeBackend(path)
+    if name.startswith("openvino-"):
+        precision = name.removeprefix("openvino-")
+        float_precision = monai_best_settings()[0] if precision == "int8" else precision
+        return backends.OpenVinoBackend(path, float_precision)
     raise ValueError(f"unknown backend {name!r}")
+
+
+def int8_export(net: ResUNet, folder: str | Path, patch_size: int = 256) -> Path:
+    """``net`` exported and quantised to int8 (:func:`temseg.export.quantize.quantize_onnx`),
+    calibrated on patches of the shipped example data, as ``temseg export --precision int8
+    --calibration-data`` does."""
+    import copy
+
+    from temseg.checkpoint import SegmentationModel
+    from temseg.examples import example_data
+    from temseg.export.onnx import export_onnx
+    from temseg.export.quantize import calibration_tiles, quantize_onnx
+    from temseg.spec import ModelSpec
+
+    model = SegmentationModel(copy.deepcopy(net).eval(), patch_size=patch_size)
+    fp32 = export_onnx(model, Path(folder) / "model.onnx", softmax=True)
+    tiles = calibration_tiles(example_data(), ModelSpec.from_model(model))
+    return quantize_onnx(fp32, Path(folder) / "model.int8.onnx", tiles)
+
+
+def label_agreement(a: str | Path, b: str | Path) -> float:
+    """Fraction of pixels where two label TIFFs agree."""
+    return float((tifffile.imread(a) == tifffile.imread(b)).mean())
 
 
 def onnxruntime_backend_available() -> bool:

@@ -131,18 +131,19 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
                 _fmt(r.peak_rss_mb, ",.0f"),
                 _fmt(r.work_peak_mb, ",.0f"),
                 "1.00" if r.baseline and r.peak_rss_mb else _fmt(mem_ratio, ".2f"),
+                _fmt(r.extra.get("agreement_with_temseg_fp32"), ".2%"),
             ])
     return out
 
 
-HEADER = ["measure", "contender", "value", "unit", "speed-up vs baseline", "peak RSS MB",
-          "work peak MB", "peak / baseline"]
+HEADER = ["measure", "contender", "value", "unit", "speed-up vs * row", "peak RSS MB",
+          "work peak MB", "peak / * row", "labels = temseg fp32"]
 
 
 def render_text(body: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h)
               for i, h in enumerate(HEADER)]
-    numeric = {2, 4, 5, 6, 7}
+    numeric = {2, 4, 5, 6, 7, 8}
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
@@ -161,7 +162,7 @@ def render_text(body: list[list[str]]) -> str:
 
 def render_markdown(body: list[list[str]]) -> str:
     out = ["| " + " | ".join(HEADER) + " |",
-           "|" + "|".join("---:" if i in (2, 4, 5, 6, 7) else "---" for i in range(len(HEADER)))
+           "|" + "|".join("---:" if i in (2, 4, 5, 6, 7, 8) else "---" for i in range(len(HEADER)))
            + "|"]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body]
     return "\n".join(out)
@@ -188,37 +189,51 @@ def machine_line(data: dict[str, Any]) -> str:
     return "machine: " + ", ".join(parts) + f"; run {data.get('datetime', '?')}"
 
 
+def _roofs(gemms: list[Row]) -> dict[str, Row]:
+    """precision -> the fastest GEMM row measured for it ("fp32", "bf16", "int8")."""
+    roofs: dict[str, Row] = {}
+    for r in gemms:
+        for precision in ("fp32", "bf16", "int8"):
+            if f"{precision} GEMM" in r.measure and (
+                    precision not in roofs or r.value > roofs[precision].value):
+                roofs[precision] = r
+    return roofs
+
+
+def _precision_of(r: Row) -> str:
+    precision = str(r.extra.get("precision") or "")
+    if precision in ("fp32", "bf16", "int8"):
+        return precision
+    return "bf16" if "bf16" in r.contender else "fp32"
+
+
 def roofline_lines(rows: list[Row]) -> list[str]:
-    """FLOPs/pixel, GEMM rates and the fraction of the GEMM roof each whole-slide contender
-    reaches (the bf16 roof for contenders running in bf16, when it was measured)."""
+    """FLOPs/pixel, the fp32 / bf16 / int8 GEMM roofs measured in this run and, for each
+    whole-slide contender, its useful and executed GFLOP/s against the roof of its precision
+    (a row's own ``flops_per_pixel`` when it carries one, else the GEMM row's model)."""
     gemms = [r for r in rows if r.measure.startswith("roofline") and r.value > 0]
     model = next((r for r in gemms if r.extra.get("flops_per_pixel")), None)
-    fp32 = [r for r in gemms if "fp32 GEMM" in r.measure]
-    if not fp32 or model is None:
+    roofs = _roofs(gemms)
+    if "fp32" not in roofs or model is None:
         return ["roofline: no GEMM row in this run"]
-    best = max(fp32, key=lambda r: r.value)
-    bf16 = max((r for r in gemms if "bf16 GEMM" in r.measure), key=lambda r: r.value,
-               default=None)
-    fpp = float(model.extra["flops_per_pixel"])
-    rates = ", ".join(f"{r.contender} {r.value:.1f}" for r in fp32)
-    lines = [f"roofline: model forward {fpp:,.0f} FLOPs/pixel (counted with FlopCounterMode, "
-             f"width {model.extra.get('model_width')}, {model.extra.get('tile')} px tiles); "
-             f"measured fp32 GEMM GFLOP/s: {rates}"
-             + (f"; bf16 GEMM (torch.mm): {bf16.value:.1f}" if bf16 else "")
-             + f"; fractions below are of the best fp32 one, {best.value:.1f} "
-             f"({best.contender})" + (", or of the bf16 one for bf16 contenders" if bf16
-                                      else "")]
+    fpp0 = float(model.extra["flops_per_pixel"])
+    rates = "; ".join(f"{p} {r.value:,.0f} ({r.contender})" for p, r in roofs.items())
+    lines = [f"roofline: roofs measured in this run, GEMM {model.measure.split('GEMM ')[-1]}, "
+             f"GFLOP/s (GOP/s for int8): {rates}. Model forward {fpp0:,.0f} FLOPs/pixel at "
+             f"width {model.extra.get('model_width')}, {model.extra.get('tile')} px tiles "
+             "(FlopCounterMode; rows below use their own width and tile)"]
     for _, rs in grouped(rows):
         for r in rs:
-            if not r.extra.get("roofline"):  # rows of the benchmark model only
+            if not r.extra.get("roofline"):  # rows of a counted model only
                 continue
-            roof = bf16 if bf16 is not None and "bf16" in r.contender else best
-            kind = "bf16 GEMM" if roof is bf16 else "GEMM"
+            precision = _precision_of(r)
+            roof = roofs.get(precision, roofs["fp32"])
+            fpp = float(r.extra.get("flops_per_pixel") or fpp0)
             useful = r.value * fpp / 1e3  # MPix/s * FLOP/px -> GFLOP/s
             executed = useful * float(r.extra.get("tile_pixels_per_slide_pixel", 1.0))
-            lines.append(f"  {r.measure} | {r.contender}: {r.value:.3g} MPix/s = "
-                         f"{useful:.1f} GFLOP/s useful ({useful / roof.value:.0%} of {kind}), "
-                         f"{executed:.1f} GFLOP/s executed incl. tile overlap "
+            lines.append(f"  {r.measure} | {r.contender}: {r.value:.3g} MPix/s x {fpp / 1e3:,.0f}"
+                         f" kFLOP/px = {useful:.1f} GFLOP/s useful ({useful / roof.value:.0%} of"
+                         f" the {precision} roof), {executed:.1f} executed incl. tile overlap "
                          f"({executed / roof.value:.0%})")
     return lines
 
@@ -230,12 +245,9 @@ def notes(rows: list[Row], data: dict[str, Any]) -> list[str]:
             out.append(f"{r.measure} | {r.contender}: policy chose {r.extra['policy']}")
         elif r.extra.get("setup"):
             out.append(f"{r.measure} | {r.contender}: {r.extra['setup']}")
-        if r.extra.get("backend_probe_mpix_s") and r.measure.startswith("whole-slide inf"):
-            probe = ", ".join(f"{k} {v:.3g}" for k, v in r.extra["backend_probe_mpix_s"].items())
-            out.append(f"temseg backend: {r.extra.get('backend')} (tile-batch probe, MPix/s: "
-                       f"{probe}); entry point: {r.extra.get('entry')}")
-            for k, v in (r.extra.get("backend_notes") or {}).items():
-                out.append(f"  {k}: {v}")
+        if r.extra.get("entry") and r.measure.startswith("whole-slide"):
+            out.append(f"temseg default backend here (fixed rule of the CPU's features): "
+                       f"{r.extra.get('backend')}; entry point: {r.extra.get('entry')}")
     fresh = sorted({r.measure for r in rows if r.fresh_process})
     for m in fresh:
         out.append(f"{m}: values from the work time inside each fresh process")
@@ -273,8 +285,10 @@ def summarize(data: dict[str, Any], markdown: bool = False,
     rows = [to_row(b) for b in data.get("benchmarks", [])]
     body = table_rows(rows)
     table = render_markdown(body) if markdown else render_text(body)
-    blocks = [["* = the baseline of its measure; speed-up > 1 is faster, peak / baseline < 1 "
-               "is less memory (peak RSS of a fresh process per contender)."],
+    blocks = [["* = the reference row of its measure (the baseline; MONAI at its best in the "
+               "MONAI comparison); speed-up > 1 is faster, peak / * row < 1 is less memory "
+               "(peak RSS of a fresh process per contender); labels = temseg fp32: the "
+               "fraction of the slide's pixels labelled as temseg fp32 labels them."],
               roofline_lines(rows), notes(rows, data), slide_memory_lines(slide_memory),
               [machine_line(data)]]
     if markdown:  # the lines under the table as (nested) bullet lists

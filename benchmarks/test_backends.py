@@ -1,7 +1,11 @@
 """CPU whole-slide throughput (MPix/s) of temseg's inference backends behind the same C++
-tiler: torch eager (channels-last) in fp32 and in bf16 autocast (skipped on CPUs without
-native bf16, where it runs several times slower), torch.compile, ONNX Runtime, and the
-AOTInductor package the C++ runtime loads (through ``torch._inductor.aoti_load_package``).
+tiler: torch eager (channels-last) in fp32 and in bf16 autocast (bf16 rows are skipped on
+CPUs without native bf16, where it runs several times slower), torch.compile, torch.compile
+in bf16 with inductor's ``freezing`` (BatchNorm folded, weights prepacked), ONNX Runtime
+(graph optimisations at ORT_ENABLE_ALL) in fp32 and on the int8 export, OpenVINO in fp32,
+bf16 and int8, and the AOTInductor package the C++ runtime loads (through
+``torch._inductor.aoti_load_package``). int8 rows (calibrated on the example data's patches)
+are skipped on CPUs without VNNI.
 
 Same weights, same synthetic slide (``TEMSEG_BENCH_SLIDE``, capped at 1024 px here to keep
 ``make bench`` short: four backends, torch.compile warm-up and AOTI compilation included),
@@ -26,9 +30,17 @@ import torch
 
 from temseg.inference.backends.aoti import AotiBackend
 
-from .contenders import BenchConfig, annotate, slide_temseg, write_test_slide
+from .contenders import (
+    BenchConfig,
+    annotate,
+    int8_export,
+    make_backend,
+    slide_temseg,
+    write_test_slide,
+)
 
-BACKENDS = ("torch", "torch-bf16", "torch.compile", "onnxruntime", "aoti")
+BACKENDS = ("torch", "torch-bf16", "torch.compile", "torch-bf16+freezing", "onnxruntime",
+            "onnxruntime-int8", "openvino-fp32", "openvino-bf16", "openvino-int8", "aoti")
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +51,33 @@ def slide(bench_cfg: BenchConfig, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def _size(cfg: BenchConfig) -> int:
     return min(cfg.slide, 1024)
+
+
+def _needs_bf16() -> None:
+    from temseg.policy import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        pytest.skip("no native bf16 on this CPU (AVX2 only): bf16 runs several times "
+                    "slower than fp32, so temseg never picks it here")
+
+
+class _Frozen:
+    """torch-bf16 compiled with inductor's ``freezing`` (constant-folds BatchNorm into the
+    convolutions and prepacks the weights for oneDNN); every call (so every batch shape's
+    compilation) runs with freezing on."""
+
+    name = "torch-bf16+compile+freezing"
+
+    def __init__(self, model: Any) -> None:
+        from temseg.inference.backends import TorchBackend
+
+        self.inner = TorchBackend(model, compile=True, amp=torch.bfloat16)
+        self.num_classes, self.spec, self.precision = (self.inner.num_classes,
+                                                       self.inner.spec, "bf16")
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch._inductor.config.patch(freezing=True):
+            return self.inner(batch)
 
 
 def _backend(name: str, net: torch.nn.Module, cfg: BenchConfig, folder: Path) -> tuple[Any, float]:
@@ -59,9 +98,24 @@ def _backend(name: str, net: torch.nn.Module, cfg: BenchConfig, folder: Path) ->
         backend = TorchBackend(model, amp=torch.bfloat16)
     elif name == "torch.compile":
         backend = TorchBackend(model, compile=True)
+    elif name == "torch-bf16+freezing":
+        _needs_bf16()
+        backend = _Frozen(model)
     elif name == "onnxruntime":
         pytest.importorskip("onnxruntime")
         backend = OnnxRuntimeBackend.from_model(model, cache_dir=folder)
+    elif name.endswith("-int8"):
+        from temseg.policy import cpu_has_vnni
+
+        if not cpu_has_vnni():
+            pytest.skip("no VNNI on this CPU: temseg does not run int8 here")
+        backend = make_backend(name if name.startswith("openvino") else "onnxruntime", net,
+                               int8_export(net, folder, cfg.tile), patch_size=cfg.tile)
+    elif name.startswith("openvino"):
+        pytest.importorskip("openvino")
+        if name.endswith("bf16"):
+            _needs_bf16()
+        backend = make_backend(name, net, patch_size=cfg.tile)
     else:
         from temseg.export.aoti import export_aoti
 
@@ -78,7 +132,7 @@ def test_backend_whole_slide(benchmark, bench_cfg: BenchConfig, net: torch.nn.Mo
     """TIFF in, label TIFF out through segment_slide with backend ``name``."""
     backend, prepare_s = _backend(name, net, bench_cfg, tmp_path)
     dst = tmp_path / "labels.tif"
-    if name == "torch.compile":  # compiles once per tile batch shape: warm up on the slide
+    if "compile" in name or "freezing" in name:  # compiles per batch shape: warm up
         slide_temseg(backend, slide, dst, bench_cfg)
     size = _size(bench_cfg)
     annotate(benchmark, f"backends: whole-slide inference {size}x{size} (CPU)",

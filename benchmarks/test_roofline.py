@@ -1,5 +1,6 @@
 """Roofline inputs measured in the same run: this CPU's fp32 GEMM rate (torch.mm, i.e. the
-BLAS torch links, and NumPy's BLAS), its bf16 GEMM rate where it has bf16 units, and the
+BLAS torch links, and NumPy's BLAS), its bf16 GEMM rate where it has bf16 units, its int8
+GEMM rate (``torch._int_mm``, int32 accumulation) where it has VNNI, and the
 model's counted FLOPs per pixel (the summary relates them to whole-slide inference's MPix/s,
 against the faster fp32 GEMM, or the bf16 one for contenders running in bf16)."""
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from temseg.policy import cpu_has_native_bf16
+from temseg.policy import cpu_has_native_bf16, cpu_has_vnni
 
 from .contenders import BenchConfig, annotate
 from .roofline import flop_breakdown
@@ -51,3 +52,16 @@ def test_gemm_rate_bf16(benchmark, bench_cfg: BenchConfig) -> None:
     annotate(benchmark, f"roofline: bf16 GEMM {n}x{n}, {bench_cfg.threads} threads",
              "torch.mm", unit="GFLOP/s", work=2 * n**3 / 1e9)
     benchmark.pedantic(torch.mm, args=(a, b), rounds=10, iterations=1, warmup_rounds=2)
+
+
+def test_gemm_rate_int8(benchmark, bench_cfg: BenchConfig) -> None:
+    """The roof of the int8 path: ``torch._int_mm`` (int8 x int8 -> int32, oneDNN's VNNI /
+    AMX-INT8 kernels)."""
+    if not cpu_has_vnni():
+        pytest.skip("no VNNI on this CPU: temseg never runs int8 here")
+    n = bench_cfg.gemm_n
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randint(-128, 127, (n, n), dtype=torch.int8, generator=gen) for _ in range(2))
+    annotate(benchmark, f"roofline: int8 GEMM {n}x{n}, {bench_cfg.threads} threads",
+             "torch._int_mm", unit="GFLOP/s", work=2 * n**3 / 1e9)
+    benchmark.pedantic(torch._int_mm, args=(a, b), rounds=10, iterations=1, warmup_rounds=2)

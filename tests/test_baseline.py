@@ -145,3 +145,27 @@ def test_summary_ratios_memory_and_unannotated_rows() -> None:
     assert "skipped (1 rows: test_k): CUDA not available" in text
     assert "Test CPU" in text and "no GEMM row" in text
     assert "| train |" in summarize(data, markdown=True)
+
+
+def test_summary_roofs_per_precision_and_the_agreement_column() -> None:
+    """Each whole-slide row is set against the roof of its own precision, measured in the
+    same run, with its own FLOPs per pixel; the agreement column shows the label match."""
+    gemm = dict(unit="GFLOP/s", work=100.0)
+    slide = dict(measure="slide", unit="MPix/s", work=4.0, roofline=True,
+                 tile_pixels_per_slide_pixel=1.5, flops_per_pixel=500_000)
+    data = {"machine_info": {}, "benchmarks": [
+        _bench("g32", 0.5, measure="roofline: fp32 GEMM 2048", contender="mm", **gemm,
+               flops_per_pixel=100_000, model_width=16, tile=256),
+        _bench("g16", 0.1, measure="roofline: bf16 GEMM 2048", contender="mm", **gemm),
+        _bench("g8", 0.05, measure="roofline: int8 GEMM 2048", contender="int_mm", **gemm),
+        _bench("s1", 4.0, contender="peer", role="baseline", precision="bf16", **slide),
+        _bench("s2", 1.0, contender="ours", precision="int8",
+               agreement_with_temseg_fp32=0.99512, **slide),
+    ]}
+    text = summarize(data)
+    assert "fp32 200 (mm); bf16 1,000 (mm); int8 2,000 (int_mm)" in text
+    # 1 MPix/s x 500 kFLOP/px = 500 GFLOP/s useful: 50 % of bf16, 750 executed = 75 %
+    assert "peer: 1 MPix/s x 500 kFLOP/px = 500.0 GFLOP/s useful (50% of the bf16 roof)" in text
+    assert "2000.0 GFLOP/s useful (100% of the int8 roof), 3000.0 executed" in text
+    ours = next(ln for ln in text.splitlines() if " ours " in ln)
+    assert "4.00x" in ours and ours.rstrip().endswith("99.51%")

@@ -13,7 +13,7 @@ with VNNI (:func:`temseg.policy.cpu_has_vnni`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +25,12 @@ __all__ = ["CALIBRATION_TILES", "calibration_tiles", "quantize_onnx"]
 CALIBRATION_TILES = 32
 
 
-def calibration_tiles(data_dir: str | Path, spec: ModelSpec, count: int = CALIBRATION_TILES,
-                      seed: int = 0) -> np.ndarray:
+def calibration_tiles(data: str | Path | Sequence, spec: ModelSpec,
+                      count: int = CALIBRATION_TILES, seed: int = 0) -> np.ndarray:
     """``count`` normalised training patches (N, 1, P, P) float32, P the model's patch size.
 
-    The images of ``data_dir`` (images/ + masks/, as for training) are brought to the
+    The images of ``data`` (a folder with images/ + masks/ as for training, or its loaded
+    :class:`temseg.data.io.Sample` list) are brought to the
     model's pixel size as training does, normalised with its normalisation, and cut into
     patches at random positions (reflect-padded when an image is smaller), the same number
     from each image. A folder without labelled images is a ValueError naming it.
@@ -38,7 +39,9 @@ def calibration_tiles(data_dir: str | Path, spec: ModelSpec, count: int = CALIBR
     from ..data.patches import pad_to
     from ..data.rescale import resample_samples
 
-    samples = resample_samples(load_dataset(data_dir, spec.classes), spec.pixel_size_um)
+    if isinstance(data, (str, Path)):
+        data = load_dataset(data, spec.classes)
+    samples = resample_samples(list(data), spec.pixel_size_um)
     rng = np.random.default_rng(seed)
     side = spec.patch_size
     tiles = []
