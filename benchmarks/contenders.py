@@ -204,14 +204,17 @@ def attention_inputs(batch: int, tokens: int, heads: int, head_dim: int, seed: i
 
 
 def attention_impls() -> dict[str, Callable[..., torch.Tensor]]:
-    """name -> f(q, k, v). On the CPU temseg's attention *is* SDPA (its PyTorch path)."""
-    from temseg.kernels import attention
-
-    return {
+    """name -> f(q, k, v). ``temseg.kernels.attention`` is a row only where CUDA is present:
+    on the CPU it *is* SDPA (its PyTorch path), and a second SDPA row would only add noise."""
+    impls: dict[str, Callable[..., torch.Tensor]] = {
         "baseline (explicit softmax(QK^T)V)": explicit_attention,
-        "temseg.kernels.attention": attention,
         "F.scaled_dot_product_attention": F.scaled_dot_product_attention,
     }
+    if torch.cuda.is_available():
+        from temseg.kernels import attention
+
+        impls["temseg.kernels.attention"] = attention
+    return impls
 
 
 # --------------------------------------------------------------------------------------------

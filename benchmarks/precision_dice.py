@@ -6,7 +6,7 @@ mean Dice over the classes present is set beside fp32's. The int8 model of a fol
 calibrated on patches of that fold's *training* images only (``temseg export --precision
 int8`` does the same with ``--calibration-data``).
 
-    python benchmarks/precision_dice.py CV ../shared/data/tem-mouse-cc --out build/prec.json
+    python -m benchmarks.precision_dice CV ../shared/data/tem-mouse-cc --out build/prec.json
 
 Prints a Markdown table (docs/benchmarks.md, "Dice of each precision").
 """

@@ -1,8 +1,9 @@
 """Bottleneck attention, forward and forward+backward: the baseline's explicit
 softmax(QK^T)V vs temseg's attention vs ``F.scaled_dot_product_attention``.
 
-On the CPU temseg's attention runs its PyTorch path, which is SDPA; its Triton kernel is timed
-only where CUDA is present (:func:`test_attention_triton`).
+On the CPU temseg's attention runs its PyTorch path, which is SDPA, so it has no row of its
+own there; it and its Triton kernel are timed only where CUDA is present
+(:func:`test_attention_triton`).
 """
 
 from __future__ import annotations

@@ -129,8 +129,8 @@ def _peer(contender: str, net: torch.nn.Module, cfg: BenchConfig, folder: Path
     window = {"roi": 2 * roi, "overlap": 0.125} if contender == "temseg-roi1024" else \
         {"roi": roi, "overlap": cfg.overlap}
     suffix = {"temseg": ", default path", "temseg-roi1024": ", default path"}.get(contender, "")
-    label = (f"temseg ({backend.name} + C++ tiler{suffix}, roi {window['roi']}, overlap "
-             f"{window['overlap']})")
+    label = (f"temseg {backend.precision} ({backend.name} + C++ tiler{suffix}, roi "
+             f"{window['roi']}, overlap {window['overlap']})")
 
     def run(src: Path, dst: Path) -> Path:
         return slide_temseg(backend, src, dst, cfg, window["roi"], batch, window["overlap"])

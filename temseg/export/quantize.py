@@ -13,6 +13,8 @@ with VNNI (:func:`temseg.policy.cpu_has_vnni`).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -54,6 +56,19 @@ def calibration_tiles(data: str | Path | Sequence, spec: ModelSpec,
     return np.stack(tiles)[:, None].astype(np.float32)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization logs advice on the root logger ("consider pre-processing"):
+    not for temseg's users."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 class _Reader:
     """ONNX Runtime's CalibrationDataReader over (N, 1, P, P) tiles, ``batch`` at a time."""
 
@@ -91,7 +106,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, tiles: np.ndarray,
                          f"{spec.extra.get('dtype')}")
     calib = {"minmax": CalibrationMethod.MinMax,
              "percentile": CalibrationMethod.Percentile}[method]
-    with atomic_path(dst) as tmp:
+    with atomic_path(dst) as tmp, _quiet_root_logger():
         quantize_static(str(src), str(tmp), _Reader(spec.input_name, tiles),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
                         per_channel=True, activation_type=QuantType.QUInt8,
