@@ -14,7 +14,9 @@ gaussian, sw_batch 4), same weights (:func:`benchmarks.contenders.trained_net`):
   fixed rule in :func:`temseg.inference.backends.default_backend`, never a timing);
 * temseg int8 (OpenVINO on a ``temseg export --precision int8`` model, calibrated on the
   example data) where the CPU has VNNI;
-* temseg's default path with fewer overlap FLOPs (roi 1024, overlap 0.125).
+* temseg's default path at its own default window (roi 512, overlap
+  :data:`temseg.spec.DEFAULT_OVERLAP`, 0.125: fewer overlap FLOPs, docs/benchmarks.md "Less
+  wasted overlap").
 
 **Peak memory** (``test_whole_slide_peak_memory``): the seed's baseline tile loop, MONAI out
 of the box and temseg's default path on a large phantom slide, each in a fresh process.
@@ -31,6 +33,7 @@ import pytest
 import torch
 
 from temseg.policy import cpu_has_vnni
+from temseg.spec import DEFAULT_OVERLAP
 
 from .contenders import (
     BenchConfig,
@@ -53,7 +56,7 @@ from .roofline import flops_per_pixel
 CONTENDERS = ("baseline", "monai", "temseg")
 # temseg fp32 first: every later row's labels are compared with its
 PEERS = ("temseg-fp32", "monai-fp32", "monai-channels-last", "monai-best", "temseg",
-         "temseg-int8", "temseg-roi1024")
+         "temseg-int8", "temseg-own-window")
 
 
 @pytest.fixture(scope="session")
@@ -122,13 +125,14 @@ def _peer(contender: str, net: torch.nn.Module, cfg: BenchConfig, folder: Path
                                              roi, batch)), label, {"precision": precision}
     if contender == "temseg-int8" and not cpu_has_vnni():
         pytest.skip("no VNNI on this CPU: temseg does not run int8 here")
-    name = {"temseg-fp32": "torch", "temseg": "auto", "temseg-roi1024": "auto",
+    name = {"temseg-fp32": "torch", "temseg": "auto", "temseg-own-window": "auto",
             "temseg-int8": "openvino-int8"}[contender]
     onnx = int8_export(net, folder, roi // 2) if contender == "temseg-int8" else None
     backend = make_backend(name, net, onnx, patch_size=roi // 2)
-    window = {"roi": 2 * roi, "overlap": 0.125} if contender == "temseg-roi1024" else \
-        {"roi": roi, "overlap": cfg.overlap}
-    suffix = {"temseg": ", default path", "temseg-roi1024": ", default path"}.get(contender, "")
+    window = {"roi": roi, "overlap": DEFAULT_OVERLAP if contender == "temseg-own-window"
+              else cfg.overlap}
+    suffix = {"temseg": ", default path at MONAI's window",
+              "temseg-own-window": ", default path and window"}.get(contender, "")
     label = (f"temseg {backend.precision} ({backend.name} + C++ tiler{suffix}, roi "
              f"{window['roi']}, overlap {window['overlap']})")
 

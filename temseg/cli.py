@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .models import UNetConfig
+from .spec import DEFAULT_OVERLAP
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -28,7 +29,9 @@ def _window_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--roi-size", type=int, default=None,
                    help="tile side in pixels (default: twice the model's training patch size)")
     g.add_argument("--sw-batch-size", type=int, default=4, help="tiles per model call")
-    g.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction")
+    g.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                   help=f"tile overlap fraction (default {DEFAULT_OVERLAP}; MONAI's is 0.25: "
+                        "docs/benchmarks.md, 'Less wasted overlap')")
     g.add_argument("--mode", choices=["gaussian", "constant", "cosine"], default="gaussian",
                    help="blending of overlapping tiles")
     g.add_argument("--sigma-scale", type=float, default=0.125,

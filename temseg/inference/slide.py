@@ -49,7 +49,7 @@ from ..io.resample import RESAMPLE_MODES, RESAMPLE_TOLERANCE, ResampledSource, r
 from ..io.slides import ArraySource, RowWindow, SlideSource, open_slide
 from ..io.tiff import tiff_tags
 from ..labels import TEM_CLASSES
-from ..spec import ModelSpec
+from ..spec import DEFAULT_OVERLAP, ModelSpec
 from .backends import Backend, make_backend
 from .pipeline import Pipeline
 from .tiles import Band, Stitcher, TileRow, accumulator, predict_rows
@@ -460,7 +460,7 @@ def segment_slide(
     backend: str | Backend | None = None,
     roi_size: int | Sequence[int] | None = None,
     sw_batch_size: int = 8,
-    overlap: float = 0.25,
+    overlap: float = DEFAULT_OVERLAP,
     mode: str = "gaussian",
     sigma_scale: float = 0.125,
     padding_mode: str = "reflect",

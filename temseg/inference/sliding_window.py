@@ -18,9 +18,10 @@ import torch.nn.functional as F
 
 from temseg import _C
 
+from ..spec import DEFAULT_OVERLAP
 from .tiles import Stitcher, TileRow, accumulator, predict_rows
 
-__all__ = ["PADDING_MODES", "SlidingWindowInferer", "pad_like_monai",
+__all__ = ["DEFAULT_OVERLAP", "PADDING_MODES", "SlidingWindowInferer", "pad_like_monai",
            "sliding_window_inference"]
 
 PADDING_MODES = ("constant", "reflect", "replicate", "circular")
@@ -194,12 +195,13 @@ class SlidingWindowInferer:
     ``inferer(inputs, network)`` is :func:`sliding_window_inference` with these settings;
     the whole-slide pipeline and :class:`~temseg.inference.Predictor` take the same object.
     ``roi_size`` None: the model's inference tile (``ModelSpec.roi_size``, twice its
-    training patch) where a model is known.
+    training patch) where a model is known. ``overlap`` defaults to temseg's
+    :data:`DEFAULT_OVERLAP` (0.125; MONAI's class defaults to 0.25).
     """
 
     roi_size: int | tuple[int, int] | None = None
     sw_batch_size: int = 4
-    overlap: float = 0.25
+    overlap: float = DEFAULT_OVERLAP
     mode: str = "gaussian"
     sigma_scale: float = 0.125
     padding_mode: str = "reflect"

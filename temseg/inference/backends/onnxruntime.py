@@ -3,6 +3,7 @@ model exported once into a cache keyed by its weights."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from ...checkpoint import SegmentationModel
 from ...spec import read_onnx_metadata
 
 __all__ = ["OnnxRuntimeBackend", "cached_onnx", "onnxruntime_available"]
+
+log = logging.getLogger("temseg.backends")
 
 
 class OnnxRuntimeBackend:
@@ -82,6 +85,7 @@ def cached_onnx(model: SegmentationModel, cache_dir: str | Path | None = None) -
             return path
         except Exception:  # a corrupt cache entry: export again
             path.unlink(missing_ok=True)
+    log.info("exporting the model to ONNX once (cached in %s)", path or "a temporary folder")
     try:
         if path is None:
             raise OSError("no cache folder")
