@@ -238,6 +238,22 @@ def roofline_lines(rows: list[Row]) -> list[str]:
     return lines
 
 
+def peer_lines(rows: list[Row]) -> list[str]:
+    """One headline per MONAI comparison: each temseg row against MONAI at its best."""
+    out = []
+    for measure, rs in grouped(rows):
+        best = next((r for r in rs if r.baseline), None)
+        if not measure.startswith("whole-slide inference vs MONAI") or best is None:
+            continue
+        for r in rs:
+            if r.contender.startswith("temseg") and best.value > 0:
+                agree = r.extra.get("agreement_with_temseg_fp32")
+                out.append(f"{measure}: {r.contender} = {r.value / best.value:.2f}x MONAI at "
+                           f"its best" + (f", labels {agree:.2%} = temseg fp32" if agree
+                                          is not None else ""))
+    return out
+
+
 def notes(rows: list[Row], data: dict[str, Any]) -> list[str]:
     out = []
     for r in rows:
@@ -289,7 +305,8 @@ def summarize(data: dict[str, Any], markdown: bool = False,
                "MONAI comparison); speed-up > 1 is faster, peak / * row < 1 is less memory "
                "(peak RSS of a fresh process per contender); labels = temseg fp32: the "
                "fraction of the slide's pixels labelled as temseg fp32 labels them."],
-              roofline_lines(rows), notes(rows, data), slide_memory_lines(slide_memory),
+              peer_lines(rows), roofline_lines(rows), notes(rows, data),
+              slide_memory_lines(slide_memory),
               [machine_line(data)]]
     if markdown:  # the lines under the table as (nested) bullet lists
         blocks = [[("  - " + ln[2:]) if ln.startswith("  ") else "- " + ln.replace("*", "\\*", 1)

@@ -89,8 +89,9 @@ def choose_precision(device: torch.device, amp: str = "auto") -> Precision:
 
 def inference_precision(device: str | torch.device = "cpu", amp: str = "auto") -> Precision:
     """Precision of the torch inference backend: ``amp`` "off" (fp32), "bf16" (forced) or
-    "auto" (:func:`choose_precision`). On held-out mice (tem-mouse-cc) bf16 inference
-    changed 0.09 % of the labels and mean Dice by -0.0001, at 1.8x the fp32 speed."""
+    "auto" (:func:`choose_precision`). On the held-out mice of the developer set bf16 changed
+    mean Dice by at most 0.0002 (torch and OpenVINO, docs/benchmarks.md "Dice of each
+    precision", Intel Xeon with AMX)."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
     return choose_precision(torch.device(device), amp)

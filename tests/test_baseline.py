@@ -169,3 +169,17 @@ def test_summary_roofs_per_precision_and_the_agreement_column() -> None:
     assert "2000.0 GFLOP/s useful (100% of the int8 roof), 3000.0 executed" in text
     ours = next(ln for ln in text.splitlines() if " ours " in ln)
     assert "4.00x" in ours and ours.rstrip().endswith("99.51%")
+
+
+def test_summary_sets_temseg_against_monai_at_its_best() -> None:
+    row = dict(measure="whole-slide inference vs MONAI, width 32", unit="MPix/s", work=4.0)
+    data = {"machine_info": {}, "benchmarks": [
+        _bench("a", 4.0, contender="MONAI fp32 NCHW", **row),
+        _bench("b", 2.0, contender="MONAI bf16 (at its best)", role="baseline", **row),
+        _bench("c", 0.8, contender="temseg bf16 (default path)",
+               agreement_with_temseg_fp32=0.9991, **row),
+    ]}
+    text = summarize(data)
+    assert ("temseg bf16 (default path) = 2.50x MONAI at its best, labels 99.91% = temseg "
+            "fp32") in text
+    assert "MONAI fp32 NCHW = " not in text  # peers are not set against themselves
