@@ -8,11 +8,12 @@ bf16 and int8, and the AOTInductor package the C++ runtime loads (through
 are skipped on CPUs without VNNI.
 
 Same weights, same synthetic slide (``TEMSEG_BENCH_SLIDE``, capped at 1024 px here to keep
-``make bench`` short: four backends, torch.compile warm-up and AOTI compilation included),
+``make bench`` short: ten backends, warm-ups and compilation included),
 256 px tiles, overlap 0.25,
 gaussian blending, TIFF in and label TIFF out (:func:`benchmarks.contenders.slide_temseg`).
-Export / compilation happens before the timed rounds (torch.compile: one untimed warm-up
-slide, since it compiles per batch shape). torch eager is the reference row (ratio 1.00).
+Export / compilation happens before the timed rounds (every row but torch eager runs one
+untimed warm-up slide: torch.compile, OpenVINO and AOTI prepare each batch shape once).
+torch eager is the reference row (ratio 1.00).
 
 Run: ``.venv/bin/python -m pytest benchmarks/test_backends.py --benchmark-only``
 (``TEMSEG_BENCH_QUICK=1`` for a smoke run).
@@ -132,7 +133,7 @@ def test_backend_whole_slide(benchmark, bench_cfg: BenchConfig, net: torch.nn.Mo
     """TIFF in, label TIFF out through segment_slide with backend ``name``."""
     backend, prepare_s = _backend(name, net, bench_cfg, tmp_path)
     dst = tmp_path / "labels.tif"
-    if "compile" in name or "freezing" in name:  # compiles per batch shape: warm up
+    if name != "torch":  # compiled runtimes prepare each batch shape once: warm up
         slide_temseg(backend, slide, dst, bench_cfg)
     size = _size(bench_cfg)
     annotate(benchmark, f"backends: whole-slide inference {size}x{size} (CPU)",

@@ -30,17 +30,23 @@ class SegmentationModel(nn.Module):
     """A trained network together with what is needed to apply it to raw images.
 
     Forward: normalised images (B, 1, H, W) float32 -> logits (B, C, H, W).
+
+    ``calibration``: a few normalised training patches (N, 1, P, P) (float16 on disk, key
+    ``calibration_tiles``), kept so that the model's int8 version can be calibrated where it
+    runs (:mod:`temseg.export.quantize`); None for models trained before temseg kept them.
     """
 
     def __init__(self, net: ResUNet, normalization: Normalization | None = None,
                  classes: ClassTable = TEM_CLASSES, patch_size: int = 256,
-                 pixel_size_um: float | None = None) -> None:
+                 pixel_size_um: float | None = None,
+                 calibration: torch.Tensor | None = None) -> None:
         super().__init__()
         self.net = net
         self.normalization = normalization or Normalization()
         self.classes = classes
         self.patch_size = patch_size
         self.pixel_size_um = pixel_size_um
+        self.calibration = calibration
 
     @property
     def config(self) -> UNetConfig:
@@ -82,6 +88,9 @@ def save_checkpoint(path: str | Path, model: SegmentationModel,
     """
     net = getattr(model.net, "_orig_mod", model.net)
     payload = {**model.metadata(), "state_dict": net.state_dict()}
+    calibration = getattr(model, "calibration", None)
+    if calibration is not None:
+        payload["calibration_tiles"] = calibration.detach().cpu().to(torch.float16)
     if train_state is not None:
         payload["train_state"] = train_state
     with atomic_path(path) as tmp:
@@ -188,6 +197,16 @@ def load_weights(net: nn.Module, state_dict: dict[str, Any], source: str) -> Non
     net.load_state_dict(state_dict)
 
 
+def _calibration(tiles: Any) -> torch.Tensor | None:
+    """A checkpoint's calibration patches as (N, 1, P, P) float32 (None when absent)."""
+    if tiles is None:
+        return None
+    if not isinstance(tiles, torch.Tensor) or tiles.ndim != 4 or tiles.shape[1] != 1:
+        raise ValueError(f"calibration_tiles must be an (N, 1, P, P) tensor, got "
+                         f"{getattr(tiles, 'shape', type(tiles).__name__)}")
+    return tiles.float()
+
+
 def model_from_checkpoint(ckpt: dict[str, Any]) -> SegmentationModel:
     """The :class:`SegmentationModel` of a :func:`read_checkpoint` dict, in eval mode."""
     source = ckpt.get("path", "checkpoint")
@@ -195,7 +214,8 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> SegmentationModel:
         net = build_model(ckpt["model_config"])
         model = SegmentationModel(net, Normalization.from_dict(ckpt["normalization"]),
                                   ClassTable.from_dict(ckpt["classes"]),
-                                  int(ckpt["patch_size"]), ckpt.get("pixel_size_um"))
+                                  int(ckpt["patch_size"]), ckpt.get("pixel_size_um"),
+                                  _calibration(ckpt.get("calibration_tiles")))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{source}: bad checkpoint metadata ({type(exc).__name__}: "
                          f"{exc})") from exc

@@ -39,8 +39,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "temseg.morphometrics": ("temseg.inference", "temseg.train", "temseg.export",
                              "temseg.cli"),
 }
-# inference may use the ONNX exporter to build its cached export of a checkpoint
-ALLOWED = {("temseg.inference.backends.onnxruntime", "temseg.export.onnx")}
+# inference may use the ONNX exporter and quantiser to build its cached (int8) export of a
+# checkpoint
+ALLOWED = {("temseg.inference.backends.onnxruntime", "temseg.export.onnx"),
+           ("temseg.inference.backends.onnxruntime", "temseg.export.quantize")}
 
 
 def _module_name(path: Path) -> str:

@@ -204,3 +204,38 @@ def test_the_automatic_precision_follows_the_cpu_features(exported: Path, monkey
 
     monkeypatch.setattr(policy, "cpu_flags", lambda: frozenset(flags))
     assert open_backend(exported, "auto", amp=amp).name == expect
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize("flags,amp,calibrated,expect", [
+    ({"avx2", "amx_bf16", "amx_int8"}, "auto", True, "openvino-int8"),
+    ({"avx2", "avx512f", "avx512_vnni"}, "auto", True, "openvino-int8"),  # VNNI, no bf16
+    ({"avx2", "amx_bf16", "amx_int8"}, "auto", False, "openvino-bf16"),  # nothing to calibrate
+    ({"avx2", "amx_bf16", "amx_int8"}, "off", True, "openvino-fp32"),  # exact, as asked
+    ({"avx2", "fma"}, "auto", True, "openvino-fp32"),  # no VNNI, no bf16: the exact path
+])
+def test_a_checkpoints_automatic_path_follows_the_cpu_features(
+        model: SegmentationModel, data: Path, cache: Path, monkeypatch, flags, amp,
+        calibrated, expect):
+    """``temseg predict CHECKPOINT`` with no options, the CPU's features mocked: int8 where
+    the CPU has VNNI and the checkpoint carries calibration patches, else bf16 / fp32."""
+    import copy
+
+    from temseg import policy
+    from temseg.inference.backends import make_backend
+
+    monkeypatch.setenv("TEMSEG_CACHE_DIR", str(cache))  # one export for every case
+    monkeypatch.setattr(policy, "cpu_flags", lambda: frozenset(flags))
+    m = copy.deepcopy(model)
+    m.calibration = (torch.from_numpy(calibration_tiles(data, ModelSpec.from_model(m), 8))
+                     if calibrated else None)
+    backend = make_backend("auto", m, amp=amp)
+    assert backend.name == expect
+    if expect.endswith("int8"):
+        assert read_onnx_metadata(backend.path).extra["quantization"]["calibration_tiles"] == 8
+        again = make_backend("auto", m, amp=amp)  # quantised once: the cached file is reused
+        assert again.path == backend.path

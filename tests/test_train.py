@@ -47,6 +47,11 @@ def test_run_writes_outputs_and_checkpoint_round_trips(blocks: Path, tmp_path: P
     save_checkpoint(again, model)
     torch.testing.assert_close(load_model(again)(x), model(x))
     assert load_model(out / "last.pt").config == TINY
+    # calibration patches for its int8 version: normalised patches of the training images
+    cal = model.calibration
+    assert cal is not None and cal.shape == (16, 1, 64, 64) and cal.dtype == torch.float32
+    assert -1.6 < float(cal.min()) < -0.5 and 0.5 < float(cal.max()) < 1.6
+    torch.testing.assert_close(load_model(again).calibration, cal)
 
 
 def test_resume_equals_uninterrupted(blocks: Path, tmp_path: Path, monkeypatch):

@@ -32,28 +32,18 @@ def calibration_tiles(data: str | Path | Sequence, spec: ModelSpec,
     """``count`` normalised training patches (N, 1, P, P) float32, P the model's patch size.
 
     The images of ``data`` (a folder with images/ + masks/ as for training, or its loaded
-    :class:`temseg.data.io.Sample` list) are brought to the
-    model's pixel size as training does, normalised with its normalisation, and cut into
-    patches at random positions (reflect-padded when an image is smaller), the same number
-    from each image. A folder without labelled images is a ValueError naming it.
+    :class:`temseg.data.io.Sample` list) are brought to the model's pixel size as training
+    does and cut by :func:`temseg.data.calibration.calibration_patches`. A folder that is
+    not training data is a DataError naming it.
     """
+    from ..data.calibration import calibration_patches
     from ..data.io import load_dataset
-    from ..data.patches import pad_to
     from ..data.rescale import resample_samples
 
     if isinstance(data, (str, Path)):
         data = load_dataset(data, spec.classes)
     samples = resample_samples(list(data), spec.pixel_size_um)
-    rng = np.random.default_rng(seed)
-    side = spec.patch_size
-    tiles = []
-    for i in range(count):
-        image = spec.normalization(samples[i % len(samples)].image)
-        image = pad_to(image, side, side)
-        y = int(rng.integers(0, image.shape[0] - side + 1))
-        x = int(rng.integers(0, image.shape[1] - side + 1))
-        tiles.append(image[y:y + side, x:x + side])
-    return np.stack(tiles)[:, None].astype(np.float32)
+    return calibration_patches(samples, spec.normalization, spec.patch_size, count, seed)
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ from ..data import (
     check_finite,
     load_dataset,
 )
+from ..data.calibration import calibration_patches
 from ..data.rescale import resample_samples
 from ..labels import TEM_CLASSES, ClassTable
 from ..losses import DiceCELoss
@@ -301,7 +302,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.net = build_model(config.model)
         self.model = SegmentationModel(self.net, norm, self.classes, config.patch_size,
-                                       _pixel_size(samples))
+                                       _pixel_size(samples), torch.from_numpy(
+                                           calibration_patches(self.train_s, norm,
+                                                               config.patch_size)))
         self.model.to(device)
         if device.type == "cpu":
             self.model.to(memory_format=torch.channels_last)

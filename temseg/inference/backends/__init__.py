@@ -25,14 +25,19 @@ from typing import Protocol
 import torch
 
 from ...checkpoint import SegmentationModel, load_model
-from ...policy import inference_precision
+from ...policy import cpu_has_vnni, inference_precision
 from ...spec import ENGINE_SUFFIXES, ModelSpec
-from .onnxruntime import OnnxRuntimeBackend, cached_onnx, onnxruntime_available
+from .onnxruntime import (
+    OnnxRuntimeBackend,
+    cached_int8_onnx,
+    cached_onnx,
+    onnxruntime_available,
+)
 from .openvino import OpenVinoBackend, openvino_available
 from .pytorch import TorchBackend
 
 __all__ = ["BACKENDS", "Backend", "OnnxRuntimeBackend", "OpenVinoBackend", "TorchBackend",
-           "default_backend", "make_backend", "open_backend"]
+           "default_backend", "make_backend", "open_backend", "use_int8"]
 
 log = logging.getLogger("temseg.backends")
 
@@ -55,11 +60,12 @@ class Backend(Protocol):
 def default_backend(device: str | torch.device = "cpu", amp: str = "auto") -> str:
     """The backend used when none is given: a fixed rule of the hardware, never a timing.
 
-    CPU: "openvino" when installed, in bf16 where ``amp`` resolves to bf16 (CPUs with
-    native bf16 units, :func:`temseg.policy.choose_precision`), else in fp32 (the fastest
-    exact path); without OpenVINO, "torch" in bf16 on those CPUs, else fp32 "onnxruntime"
-    when installed, else "torch". GPUs: "torch" (TensorRT needs an engine built
-    beforehand). The measurements behind it: docs/benchmarks.md.
+    CPU: "openvino" when installed (its precision: :func:`use_int8` and ``amp``: int8 where
+    the CPU has VNNI and the model carries calibration patches, else bf16 on CPUs with
+    native bf16 units, :func:`temseg.policy.choose_precision`, else fp32, the fastest exact
+    path); without OpenVINO, "torch" in bf16 on those CPUs, else fp32 "onnxruntime" when
+    installed, else "torch". GPUs: "torch" (TensorRT needs an engine built beforehand). The
+    measurements behind it: docs/benchmarks.md.
     """
     if torch.device(device).type != "cpu":
         return "torch"
@@ -68,6 +74,20 @@ def default_backend(device: str | torch.device = "cpu", amp: str = "auto") -> st
     if inference_precision(device, amp).dtype is None and onnxruntime_available():
         return "onnxruntime"
     return "torch"
+
+
+def use_int8(model: SegmentationModel, amp: str = "auto") -> tuple[bool, str]:
+    """(int8?, why) for the openvino backend of a checkpoint: int8 when ``amp`` is "auto",
+    the CPU has int8 dot-product units (:func:`temseg.policy.cpu_has_vnni`) and the model
+    carries calibration patches (every model temseg trains does). A fixed rule: held-out
+    Dice within 0.0003 of fp32 and 1.6x OpenVINO bf16 at width 32 (docs/benchmarks.md)."""
+    if amp != "auto":
+        return False, f"--amp {amp}: floating point"
+    if not cpu_has_vnni():
+        return False, "no VNNI on this CPU: floating point"
+    if getattr(model, "calibration", None) is None:
+        return False, "the model carries no calibration patches: floating point"
+    return True, "int8 convolutions: this CPU has VNNI and the model carries calibration patches"
 
 
 def make_backend(name: str, model: SegmentationModel, device: str | torch.device = "cpu",
@@ -85,7 +105,9 @@ def make_backend(name: str, model: SegmentationModel, device: str | torch.device
     if name == "onnxruntime":
         return OnnxRuntimeBackend.from_model(model, device)
     if name == "openvino":
-        return _openvino(cached_onnx(model), device, amp)
+        int8, why = use_int8(model, amp)
+        log.info("openvino backend: %s", why)
+        return _openvino(cached_int8_onnx(model) if int8 else cached_onnx(model), device, amp)
     if name in ("tensorrt", "aoti"):
         ext = ".engine" if name == "tensorrt" else ".pt2"
         raise ValueError(f"the {name} backend runs an exported file: build one with `temseg "

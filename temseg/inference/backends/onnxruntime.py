@@ -12,7 +12,7 @@ import torch
 from ...checkpoint import SegmentationModel
 from ...spec import read_onnx_metadata
 
-__all__ = ["OnnxRuntimeBackend", "cached_onnx", "onnxruntime_available"]
+__all__ = ["OnnxRuntimeBackend", "cached_int8_onnx", "cached_onnx", "onnxruntime_available"]
 
 log = logging.getLogger("temseg.backends")
 
@@ -92,6 +92,34 @@ def cached_onnx(model: SegmentationModel, cache_dir: str | Path | None = None) -
         return export_onnx(model, path, softmax=True)
     except OSError:
         return export_onnx(model, Path(_tempdir()) / "model.onnx", softmax=True)
+
+
+def cached_int8_onnx(model: SegmentationModel) -> Path:
+    """``model``'s int8 export (:func:`temseg.export.quantize.quantize_onnx`), calibrated on
+    the patches the checkpoint carries (``model.calibration``), made once beside
+    :func:`cached_onnx`'s file. ValueError for a model without calibration patches."""
+    from ...export.quantize import quantize_onnx
+
+    if getattr(model, "calibration", None) is None:
+        raise ValueError("this model carries no calibration patches (trained before temseg "
+                         "kept them): export int8 with `temseg export --precision int8 "
+                         "--calibration-data DATA`")
+    import hashlib
+
+    fp32 = cached_onnx(model)
+    tiles = model.calibration.float().contiguous().numpy()
+    key = hashlib.sha256(tiles.tobytes()).hexdigest()[:16]
+    path = fp32.with_name(f"{fp32.stem}.int8-{key}.onnx")
+    if path.is_file():
+        try:
+            if read_onnx_metadata(path).extra.get("dtype") == "int8":
+                return path
+        except Exception:  # a corrupt cache entry: quantise again
+            pass
+        path.unlink(missing_ok=True)
+    log.info("quantising the model to int8 once, calibrated on its %d training patches",
+             len(model.calibration))
+    return quantize_onnx(fp32, path, tiles)
 
 
 _TEMPDIRS: list[tempfile.TemporaryDirectory] = []
