@@ -45,9 +45,11 @@ def _slide_args(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: average over flips and 90-degree rotations")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto",
-                   help="floating-point precision of the torch and openvino backends: auto = "
-                        "bf16 where this CPU/GPU has bf16 units (never on AVX2-only CPUs), "
-                        "off = fp32 (matches onnxruntime and the C++ runtime)")
+                   help="precision of the torch and openvino backends: auto = int8 "
+                        "(openvino, CPUs with VNNI, checkpoints with calibration patches), "
+                        "else bf16 where this CPU/GPU has bf16 units (never on AVX2-only "
+                        "CPUs); bf16 = floating point in bf16; off = fp32 (matches onnxruntime "
+                        "and the C++ runtime)")
     g.add_argument("--pixel-size", type=float, default=None, metavar="UM",
                    help="pixel size of the inputs in micrometres (default: from the TIFF "
                         "tags)")
@@ -170,9 +172,10 @@ MODEL_HELP = ("shipped model name (temseg models, e.g. tem-mouse-cc), checkpoint
               "run folder, exported .onnx, TensorRT .engine or AOTInductor .pt2")
 BACKEND_CHOICES = ["auto", "torch", "onnxruntime", "openvino", "tensorrt", "aoti"]
 BACKEND_HELP = ("runtime for the tiles; auto: the file's own for engines and packages, on CPUs "
-                "openvino (bf16 on CPUs with bf16 units, else fp32; an int8 export in int8), "
-                "else torch in bf16 / fp32 onnxruntime; torch on GPUs (a fixed rule of the "
-                "CPU's features, logged and recorded in the outputs)")
+                "openvino (int8 on CPUs with VNNI for checkpoints with calibration patches, "
+                "else bf16 on CPUs with bf16 units, else fp32), else torch in bf16 / fp32 "
+                "onnxruntime; torch on GPUs (a fixed rule of the CPU's features, logged and "
+                "recorded in the outputs)")
 
 
 def _train_default(name: str) -> object:

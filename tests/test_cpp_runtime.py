@@ -28,6 +28,7 @@ from temseg.cli import main
 from temseg.data.normalize import Normalization
 from temseg.inference import sliding_window_inference
 from temseg.models import UNetConfig, build_model
+from temseg.spec import DEFAULT_OVERLAP
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "cpp"
@@ -105,7 +106,7 @@ def python_intensity_tiler(image: np.ndarray, tile: int, n_classes: int = 5) -> 
         return 1.0 / (1.0 + d * d)
 
     x = torch.from_numpy(Normalization()(image))[None, None]
-    probs = sliding_window_inference(x, (tile, tile), 4, predictor, overlap=0.25,
+    probs = sliding_window_inference(x, (tile, tile), 4, predictor, overlap=DEFAULT_OVERLAP,
                                      mode="gaussian", sigma_scale=0.125, padding_mode="reflect")
     return probs[0].numpy()
 

@@ -23,6 +23,7 @@ from temseg.io.slides import RowWindow, open_slide
 from temseg.labels import TEM_CLASSES
 from temseg.metrics import confusion_matrix
 from temseg.models import UNetConfig, build_model
+from temseg.spec import DEFAULT_OVERLAP
 from temseg.synth import render, write_slide
 
 ROI = 64
@@ -55,7 +56,7 @@ def in_memory_probs(backend, model: SegmentationModel, image: np.ndarray,
                     batch: int = 3) -> np.ndarray:
     """The in-memory reference: (C, H, W) float32."""
     x = torch.from_numpy(model.normalization(image))[None, None]
-    return sliding_window_inference(x, ROI, batch, backend, overlap=0.25,
+    return sliding_window_inference(x, ROI, batch, backend, overlap=DEFAULT_OVERLAP,
                                     padding_mode="reflect")[0].numpy()
 
 

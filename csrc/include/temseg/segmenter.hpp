@@ -75,7 +75,7 @@ Normalization percentile_affine(const ImageView& image, const PercentileNormaliz
 struct SegmenterOptions {
   std::int64_t tile_h = 256;  ///< model tile (multiple of the model's tile multiple)
   std::int64_t tile_w = 256;
-  double overlap = 0.25;       ///< fractional overlap, MONAI grid
+  double overlap = 0.125;      ///< fractional overlap, MONAI grid (temseg.spec.DEFAULT_OVERLAP)
   WindowKind window = WindowKind::Gaussian;
   double sigma_scale = 0.125;
   std::int64_t batch_size = 4;  ///< tiles per backend call (capped by Backend::max_batch)
