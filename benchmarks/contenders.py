@@ -4,7 +4,7 @@ Shared by the pytest-benchmark suites (timing, in process) and by :mod:`benchmar
 (peak memory, one fresh subprocess per contender), so both measure the same code.
 
 Sizes come from :class:`BenchConfig` (environment variables ``TEMSEG_BENCH_*``, see
-docs/benchmarks.md); the defaults keep ``make bench`` under 15 minutes on a 2-core CPU.
+docs/benchmarks.md); the defaults make ``make bench`` about 26 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -460,7 +460,8 @@ def make_backend(name: str, net: ResUNet, onnx_path: str | Path | None = None,
 
     # a copy: TorchBackend switches its model to channels-last in place
     model = SegmentationModel(copy.deepcopy(net).eval(), patch_size=patch_size)
-    if name == "auto":
+    if name == "auto":  # with the calibration patches every checkpoint temseg trains carries
+        model.calibration = torch.from_numpy(example_calibration(model))
         return backends.make_backend("auto", model)
     if name == "torch":
         return backends.TorchBackend(model)
@@ -474,6 +475,15 @@ def make_backend(name: str, net: ResUNet, onnx_path: str | Path | None = None,
         float_precision = monai_best_settings()[0] if precision == "int8" else precision
         return backends.OpenVinoBackend(path, float_precision)
     raise ValueError(f"unknown backend {name!r}")
+
+
+def example_calibration(model: Any) -> Any:
+    """16 calibration patches (N, 1, P, P) float32 of the shipped example data, as
+    :class:`temseg.train.Trainer` keeps with every model it trains."""
+    from temseg.examples import example_data
+    from temseg.export.quantize import calibration_tiles
+
+    return calibration_tiles(example_data(), model.spec, count=16)
 
 
 def int8_export(net: ResUNet, folder: str | Path, patch_size: int = 256) -> Path:
