@@ -91,11 +91,7 @@ def _backend(name: str, net: torch.nn.Module, cfg: BenchConfig, folder: Path) ->
     if name == "torch":
         backend: Any = TorchBackend(model)
     elif name == "torch-bf16":
-        from temseg.policy import cpu_has_native_bf16
-
-        if not cpu_has_native_bf16():
-            pytest.skip("no native bf16 on this CPU (AVX2 only): bf16 runs several times "
-                        "slower than fp32, so temseg never picks it here")
+        _needs_bf16()
         backend = TorchBackend(model, amp=torch.bfloat16)
     elif name == "torch.compile":
         backend = TorchBackend(model, compile=True)
