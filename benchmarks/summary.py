@@ -204,7 +204,7 @@ def _precision_of(r: Row) -> str:
     precision = str(r.extra.get("precision") or "")
     if precision in ("fp32", "bf16", "int8"):
         return precision
-    return "bf16" if "bf16" in r.contender else "fp32"
+    return next((p for p in ("int8", "bf16") if p in r.contender), "fp32")
 
 
 def roofline_lines(rows: list[Row]) -> list[str]:

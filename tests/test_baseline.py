@@ -161,12 +161,16 @@ def test_summary_roofs_per_precision_and_the_agreement_column() -> None:
         _bench("s1", 4.0, contender="peer", role="baseline", precision="bf16", **slide),
         _bench("s2", 1.0, contender="ours", precision="int8",
                agreement_with_temseg_fp32=0.99512, **slide),
+        _bench("s3", 2.0, contender="temseg (openvino-int8 + tiler)",
+               **{**slide, "measure": "memory"}),  # no precision field: read from the name
     ]}
     text = summarize(data)
     assert "fp32 200 (mm); bf16 1,000 (mm); int8 2,000 (int_mm)" in text
     # 1 MPix/s x 500 kFLOP/px = 500 GFLOP/s useful: 50 % of bf16, 750 executed = 75 %
     assert "peer: 1 MPix/s x 500 kFLOP/px = 500.0 GFLOP/s useful (50% of the bf16 roof)" in text
     assert "2000.0 GFLOP/s useful (100% of the int8 roof), 3000.0 executed" in text
+    assert "memory | temseg (openvino-int8 + tiler): 2 MPix/s x 500 kFLOP/px = 1000.0 GFLOP/s " \
+        "useful (50% of the int8 roof)" in text
     ours = next(ln for ln in text.splitlines() if " ours " in ln)
     assert "4.00x" in ours and ours.rstrip().endswith("99.51%")
 

@@ -62,10 +62,11 @@ def default_backend(device: str | torch.device = "cpu", amp: str = "auto") -> st
 
     CPU: "openvino" when installed (its precision: :func:`use_int8` and ``amp``: int8 where
     the CPU has VNNI and the model carries calibration patches, else bf16 on CPUs with
-    native bf16 units, :func:`temseg.policy.choose_precision`, else fp32, the fastest exact
-    path); without OpenVINO, "torch" in bf16 on those CPUs, else fp32 "onnxruntime" when
-    installed, else "torch". GPUs: "torch" (TensorRT needs an engine built beforehand). The
-    measurements behind it: docs/benchmarks.md.
+    native bf16 units, :func:`temseg.policy.choose_precision`, else fp32, 1.2-1.5x torch fp32
+    in the runs so far, like ONNX Runtime fp32 within the noise); without OpenVINO, "torch"
+    in bf16 on those CPUs, else fp32 "onnxruntime" when installed, else "torch". GPUs:
+    "torch" (TensorRT needs an engine built beforehand). The measurements behind it:
+    docs/benchmarks.md.
     """
     if torch.device(device).type != "cpu":
         return "torch"
