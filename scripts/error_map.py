@@ -17,10 +17,10 @@ from PIL import Image
 
 from temseg.data.io import read_image, read_mask
 from temseg.inference.predictor import Predictor
+from temseg.labels import TEM_CLASSES
+from temseg.metrics import confusion_matrix
 
-# background black, vessel red, myelinated cyan, unmyelinated amber, Schwann green
-PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 200, 255], [255, 200, 0], [0, 255, 0]],
-                   np.uint8)
+PALETTE = np.array(TEM_CLASSES.colors, np.uint8)  # the overlays' class colours
 
 
 def error_panels(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -42,10 +42,9 @@ def main() -> None:
     image, pixel_size = read_image(args.image)
     truth = read_mask(args.mask)
     pred = Predictor.open(args.model, backend="torch").segment(image, pixel_size)
-    n = len(PALETTE)
-    cm = np.bincount(truth.ravel().astype(np.int64) * n + pred.ravel(), minlength=n * n)
+    cm = confusion_matrix(pred, truth, TEM_CLASSES.num_classes)
     print("rows: true class, columns: predicted, fractions of the pixels\n",
-          np.round(cm.reshape(n, n) / truth.size, 3))
+          np.round(cm / truth.size, 3))
     out = Image.fromarray(error_panels(image, truth, pred))
     if args.width:
         out = out.resize((args.width, round(out.height * args.width / out.width)),
