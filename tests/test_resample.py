@@ -114,8 +114,11 @@ def test_resampled_shape():
 
 @pytest.mark.parametrize("pixel_um", [0.005, 0.016])  # finer (down) and coarser (up)
 def test_segment_slide_resamples_and_maps_back(model, phantom, tmp_path: Path, pixel_um):
-    """Labels = segment(image resampled to the model's grid), nearest back to the input's
-    grid; confusion matrix on the input's grid; probabilities/uncertainty at input size."""
+    """Segmented on the model's grid; its uint8 probabilities brought back through the
+    images' filter (ResampledSource order 1, checked against PyTorch above) and the labels
+    their argmax (nnU-Net's rule); uncertainty nearest; the confusion matrix on the input's
+    grid. The labels are then closer to the truth than the model grid's labels taken back
+    nearest."""
     image, truth = phantom
     out = tmp_path / "mask.tif"
     res = segment_slide(model, image, out, pixel_size_um=pixel_um, mask=truth, resample="always",
@@ -126,25 +129,27 @@ def test_segment_slide_resamples_and_maps_back(model, phantom, tmp_path: Path, p
     ref = segment_slide(model, resampled, tmp_path / "ref.tif",
                         probabilities_path=tmp_path / "ref_p.tif",
                         uncertainty_path=tmp_path / "ref_u.tif", **OPTS)
-    ref_labels = tifffile.imread(ref.outputs["mask"])
-    assert ref_labels.shape == shape
-    expect = ResampledSource(ArraySource(ref_labels), image.shape, order=0).read(
-        0, image.shape[0])  # nearest (checked against PyTorch above)
+    ref_probs = tifffile.imread(ref.outputs["probabilities"])
+    assert ref_probs.shape == (5, *shape)
+
+    def back(a: np.ndarray, order: int = 0) -> np.ndarray:
+        return ResampledSource(ArraySource(a), image.shape, order=order).read(0, image.shape[0])
+
+    smooth = np.stack([back(p, order=1) for p in ref_probs])
+    expect_labels = smooth.argmax(0)
     got = tifffile.imread(res.outputs["mask"])
-    np.testing.assert_array_equal(got, expect)
-    assert len(np.unique(got)) >= 2
     labels = model.classes.encode(got)
+    np.testing.assert_array_equal(labels, expect_labels)
+    assert len(np.unique(got)) >= 2
+    nearest = model.classes.encode(back(tifffile.imread(ref.outputs["mask"])))
+    assert (labels != nearest).any()  # not the 2 x 2 blocks of nearest sampling
+    assert (labels == truth).mean() >= (nearest == truth).mean()
     np.testing.assert_array_equal(res.confusion, confusion_matrix(labels, truth, 5))
     np.testing.assert_array_equal(res.class_pixels, np.bincount(labels.ravel(), minlength=5))
     assert res.shape == image.shape and "resample_back" in res.timings
-
-    def back(a: np.ndarray) -> np.ndarray:
-        return ResampledSource(ArraySource(a), image.shape, order=0).read(0, image.shape[0])
-
     probs = tifffile.imread(res.outputs["probabilities"])
     assert probs.shape == (5, *image.shape) and probs.dtype == np.uint8
-    ref_probs = tifffile.imread(ref.outputs["probabilities"])
-    np.testing.assert_array_equal(probs, np.stack([back(p) for p in ref_probs]))
+    np.testing.assert_array_equal(probs, np.clip(np.rint(smooth), 0, 255).astype(np.uint8))
     np.testing.assert_array_equal(tifffile.imread(res.outputs["uncertainty"]),
                                   back(tifffile.imread(ref.outputs["uncertainty"])))
     with tifffile.TiffFile(out) as tif:  # the input's pixel size is recorded

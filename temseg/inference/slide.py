@@ -515,7 +515,8 @@ def segment_slide(
         queue_size: tile rows prefetched; num_threads: C++ accumulator threads.
         pixel_size_um: the input's pixel size (default: its TIFF tags). resample: "auto"
             (inputs finer than the model are segmented shrunk to its pixel size and the
-            outputs mapped back; coarser ones as they are, since enlarging blurs them and
+            outputs mapped back: the probabilities interpolated, the labels their argmax,
+            :class:`~temseg.io.outputs.ResampledOutputs`; coarser ones as they are, since enlarging blurs them and
             measured worse: README), "always" or "never".
         return_arrays / return_probs: also return the labels / probabilities in memory.
         description: recorded in every TIFF's JSON description (e.g. backend, precision).

@@ -5,7 +5,8 @@
   :class:`Tally` (class counts, confusion matrix against a truth mask);
 * :class:`ArrayOutputs`: the same bands collected into in-memory arrays;
 * :class:`ResampledOutputs`: outputs on the model's pixel grid brought back to the input's
-  grid (nearest) when the slide was segmented resampled;
+  grid (the probabilities resampled, the labels their argmax) when the slide was segmented
+  resampled;
 * :class:`~temseg.io.omezarr.OmeZarrOutputs`: SlideOutputs whose mask is an NGFF label
   image (a folder ``<stem>_mask.ome.zarr``, staged as ``<name>.part``).
 
@@ -280,20 +281,25 @@ class ArrayOutputs:
 
 class ResampledOutputs:
     """Outputs of a slide segmented on the model's grid (``inner``, written into a temporary
-    folder) brought back to the input's grid into ``final`` at :meth:`commit`, band by band
-    with nearest sampling; the overlay thumbnail stays at the model's grid."""
+    folder) brought back to the input's grid into ``final`` at :meth:`commit`, band by band.
+
+    The class probabilities come back through the images' filter (bilinear when enlarging,
+    antialiased when shrinking) and the labels are their argmax, as nnU-Net resamples
+    softmax outputs to the original spacing: boundaries then fall between the model's
+    pixels (within 0.1 px) instead of on its 2 x 2 blocks. The uncertainty comes back
+    nearest; the overlay thumbnail stays at the model's grid."""
 
     def __init__(self, final: SlideOutputs | ArrayOutputs, model_shape: tuple[int, int],
                  tmp_dir: Path, **spool_kwargs: Any) -> None:
         self.final, self.tmp_dir = final, tmp_dir
-        kinds = {"mask"} | (final.kinds & {"uncertainty", "probabilities"})
+        kinds = {"probabilities"} | (final.kinds & {"uncertainty"})
         paths = {k: tmp_dir / f"{k}.tif" for k in kinds}
         if isinstance(final, SlideOutputs) and "overlay" in final.paths:
             paths["overlay"] = tmp_dir / "overlay.png"  # the thumbnail of the model's grid
             final.thumbnail = None
         self.inner = SlideOutputs(paths, model_shape, final.classes, Tally(final.classes),
                                   **spool_kwargs)
-        self.needs_probs = self.inner.needs_probs
+        self.needs_probs = True
         self.tally = final.tally
 
     def add(self, labels: np.ndarray, probs: np.ndarray | None, row0: int, x0: int) -> None:
@@ -302,12 +308,18 @@ class ResampledOutputs:
     def commit(self) -> dict[str, Path]:
         written = self.inner.commit()
         height, width = self._shape()
-        backs = {k: _Back(p, (height, width)) for k, p in written.items() if k != "overlay"}
+        backs = {k: _Back(p, (height, width), order=int(k == "probabilities"))
+                 for k, p in written.items() if k != "overlay"}
+        grey = np.asarray(self.final.classes.values, dtype=np.uint8)
+        rows = int(np.clip(2**22 // max(1, width * len(grey)), 16, 512))  # ~16 MB a band
         try:
-            for y0 in range(0, height, 512):
-                y1 = min(y0 + 512, height)
+            for y0 in range(0, height, rows):
+                y1 = min(y0 + rows, height)
                 bands = {k: b.read(y0, y1) for k, b in backs.items()}
-                labels = self.final.classes.encode(bands["mask"], source=str(written["mask"]))
+                p = bands.pop("probabilities")  # (C, h, W) float32, 0-255
+                labels = p.argmax(0).astype(np.uint8)
+                bands["mask"] = grey[labels]
+                bands["probabilities"] = np.clip(np.rint(p), 0, 255).astype(np.uint8)
                 self.final.add_encoded(bands, labels, y0, 0)
         finally:
             for b in backs.values():
@@ -339,9 +351,10 @@ class ResampledOutputs:
 
 class _Back:
     """A (H, W) or (C, H, W) uint8 TIFF written on the model's grid, read back resampled
-    (nearest) to ``shape`` on the input's grid: ``read(y0, y1)`` -> (h, W) or (C, h, W)."""
+    to ``shape`` on the input's grid (``order`` 0: nearest, uint8; 1: the images' filter,
+    float32): ``read(y0, y1)`` -> (h, W) or (C, h, W)."""
 
-    def __init__(self, path: Path, shape: tuple[int, int]) -> None:
+    def __init__(self, path: Path, shape: tuple[int, int], order: int = 0) -> None:
         import tifffile
         import zarr
 
@@ -351,7 +364,7 @@ class _Back:
         self._tif = tifffile.TiffFile(path)
         z = zarr.open(self._tif.aszarr(), mode="r")
         planes = [None] if z.ndim == 2 else list(range(z.shape[0]))
-        self._planes = [ResampledSource(ZarrPlane(z, c, str(path)), shape, order=0)
+        self._planes = [ResampledSource(ZarrPlane(z, c, str(path)), shape, order=order)
                         for c in planes]
         self._stack = z.ndim == 3
 

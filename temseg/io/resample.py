@@ -12,10 +12,10 @@ source seen at a new shape, computed on demand for each region it is asked for, 
 The sample positions are PyTorch's ``interpolate(..., align_corners=False)``: output pixel
 ``i`` is centred on input coordinate ``(i + 0.5) * in / out`` (pixel centres at ``j + 0.5``).
 
-* ``order=1`` (images), float32 output: bilinear when enlarging (``mode="bilinear"``); when
-  shrinking, the triangle filter widened by the scale factor, so every input pixel counts and
+* ``order=1`` (images; class probabilities brought back to an input's grid), float32
+  output: bilinear when enlarging (``mode="bilinear"``); when shrinking, the triangle filter widened by the scale factor, so every input pixel counts and
   TEM noise does not alias (``mode="bilinear", antialias=True``). Each axis separately.
-* ``order=0`` (labels, probabilities): nearest, as ``mode="nearest-exact"`` (computed in
+* ``order=0`` (labels, uncertainty): nearest, as ``mode="nearest-exact"`` (computed in
   integers: where a sample falls exactly on a pixel border, PyTorch's float scale may pick
   the pixel before), the input dtype.
 """
