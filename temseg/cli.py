@@ -203,7 +203,10 @@ def _train_args(t: argparse.ArgumentParser) -> None:
                    help="also zoom training patches by a factor log-uniform in [1/S, S] "
                         "(1: off; more robust to pixel-size differences, docs/accuracy.md)")
     t.add_argument("--gamma-augment", type=float, default=d("gamma_augment"), metavar="G",
-                   help="gamma curve log-uniform in [1/G, G] on 30%% of the patches (1: off)")
+                   help="gamma curve log-uniform in [1/G, G] on a share of the patches "
+                        "(--gamma-probability; 1: off)")
+    t.add_argument("--gamma-probability", type=float, default=d("gamma_probability"),
+                   metavar="P", help="share of the patches that get the gamma curve")
     t.add_argument("--blur-augment", type=float, default=d("blur_augment"), metavar="SIGMA",
                    help="Gaussian blur of sigma in [0.5, SIGMA] px on 20%% of the patches "
                         "(0: off)")
@@ -446,7 +449,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         data=args.data, out=args.out, epochs=args.epochs, time_limit=args.time_limit,
         batch_size=args.batch_size, patch_size=args.patch_size,
         patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
-        gamma_augment=args.gamma_augment, blur_augment=args.blur_augment,
+        gamma_augment=args.gamma_augment, gamma_probability=args.gamma_probability,
+        blur_augment=args.blur_augment,
         pixel_size=_train_pixel_size(args, init), soft_labels=args.soft_labels,
         val_crop=args.val_crop,
         val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,

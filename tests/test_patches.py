@@ -165,3 +165,19 @@ def test_fraction_targets_follow_the_same_geometry_as_hard_labels():
         np.testing.assert_array_equal(xh, xs)  # same patch, same draw
         np.testing.assert_allclose(ys.sum(0).numpy(), 1.0, atol=1e-5)
         assert (ys.argmax(0) == yh).float().mean() > 0.9
+
+
+def test_gamma_probability_sets_the_share_of_curved_patches():
+    """With contrast, brightness and noise off, a patch differs from its plain copy exactly
+    when it got the gamma curve: the share follows ``gamma_p`` (0, about 0.5, 1)."""
+    rng = np.random.default_rng(6)
+    img = rng.uniform(-1, 1, (128, 128)).astype(np.float32)
+    lab = np.zeros((128, 128), np.uint8)
+    plain = dict(free_rotation=0.0, contrast=0.0, brightness=0.0, noise=0.0)
+    shares = []
+    for p in (0.0, 0.5, 1.0):
+        a = PatchDataset([img], [lab], 64, 200, augment=Augment(**plain), seed=1)
+        b = PatchDataset([img], [lab], 64, 200, augment=Augment(**plain, gamma=2.5, gamma_p=p),
+                         seed=1)
+        shares.append(np.mean([not np.allclose(a[i][0], b[i][0]) for i in range(200)]))
+    assert shares[0] == 0.0 and 0.4 < shares[1] < 0.6 and shares[2] > 0.98, shares

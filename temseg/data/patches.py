@@ -17,7 +17,8 @@ class Augment:
     """Joint image/label augmentation. Geometry: 90-degree rotations and flips (exact), free
     rotations and scaling (one affine resampling: bilinear image, nearest labels). Intensity
     (image only): contrast/brightness jitter, gaussian noise, on the normalised scale; and,
-    nnU-Net style, a gamma curve (probability 0.3) and a Gaussian blur (probability 0.2).
+    nnU-Net style, a gamma curve (probability ``gamma_p``, nnU-Net's 0.3) and a Gaussian blur
+    (probability 0.2).
 
     ``scale``: with the free rotation, zoom by a factor log-uniform in [1/scale, scale]
     (1: off), so the model sees structures somewhat larger and smaller than in the data
@@ -36,6 +37,7 @@ class Augment:
     brightness: float = 0.15
     noise: float = 0.05
     gamma: float = 1.0
+    gamma_p: float = 0.3
     blur: float = 0.0
 
 
@@ -76,7 +78,7 @@ def _rotate(image: np.ndarray, labels: np.ndarray, angle: float, size: int,
 
 def _gamma_and_blur(img: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
     """The optional gamma curve and blur of :class:`Augment` on an image patch (P, P)."""
-    if aug.gamma > 1 and rng.random() < 0.3:
+    if aug.gamma > 1 and rng.random() < aug.gamma_p:
         lo, hi = float(img.min()), float(img.max())
         g = math.exp(rng.uniform(-1, 1) * math.log(aug.gamma))
         if hi - lo > 1e-6:

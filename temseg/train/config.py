@@ -40,7 +40,8 @@ class TrainConfig:
     patch_size: int = 256
     patches_per_image: int = 80
     scale_augment: float = 1.25  # zoom patches by log-uniform [1/s, s] (Augment.scale; 1: off)
-    gamma_augment: float = 1.0  # gamma log-uniform in [1/g, g], p 0.3 (Augment.gamma; 1: off)
+    gamma_augment: float = 1.0  # gamma log-uniform in [1/g, g] (Augment.gamma; 1: off)
+    gamma_probability: float = 0.3  # of a patch getting the gamma curve (Augment.gamma_p)
     blur_augment: float = 0.0  # Gaussian blur, sigma in [0.5, b] px, p 0.2 (Augment.blur; 0: off)
     # train at this pixel size (um): finer images and masks shrunk on loading (None: as they
     # are; temseg.data.rescale)
@@ -136,6 +137,8 @@ def config_problems(c: TrainConfig) -> list[str]:
                and c.scale_augment >= 1, ">= 1 (1: no zoom)"),
         _check("gamma_augment", c.gamma_augment, _number(c.gamma_augment)
                and c.gamma_augment >= 1, ">= 1 (1: no gamma)"),
+        _check("gamma_probability", c.gamma_probability, _number(c.gamma_probability)
+               and 0 <= c.gamma_probability <= 1, "in [0, 1]"),
         _check("blur_augment", c.blur_augment, _number(c.blur_augment)
                and c.blur_augment >= 0, ">= 0 (0: no blur)"),
         None if c.pixel_size is None else _check(

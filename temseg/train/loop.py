@@ -337,7 +337,8 @@ class Trainer:
 
     def _build_data(self, norm: Normalization) -> None:
         c = self.config
-        augment = Augment(scale=c.scale_augment, gamma=c.gamma_augment, blur=c.blur_augment)
+        augment = Augment(scale=c.scale_augment, gamma=c.gamma_augment,
+                          gamma_p=c.gamma_probability, blur=c.blur_augment)
         targets = [s.labels if s.fractions is None else s.fractions for s in self.train_s]
         self.train_ds = PatchDataset(_normalized(self.train_s, norm), targets, c.patch_size,
                                      c.patches_per_image, augment=augment, seed=c.seed)
