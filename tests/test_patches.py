@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from temseg.data import Augment, CenterCropDataset, PatchDataset, center_crop
 from temseg.data.io import Sample

@@ -516,8 +516,8 @@ def segment_slide(
         pixel_size_um: the input's pixel size (default: its TIFF tags). resample: "auto"
             (inputs finer than the model are segmented shrunk to its pixel size and the
             outputs mapped back: the probabilities interpolated, the labels their argmax,
-            :class:`~temseg.io.outputs.ResampledOutputs`; coarser ones as they are, since enlarging blurs them and
-            measured worse: README), "always" or "never".
+            :class:`~temseg.io.outputs.ResampledOutputs`; coarser ones as they are, since
+            enlarging blurs them and measured worse: README), "always" or "never".
         return_arrays / return_probs: also return the labels / probabilities in memory.
         description: recorded in every TIFF's JSON description (e.g. backend, precision).
         outputs: instead of the files: any object of the outputs protocol (``add``,

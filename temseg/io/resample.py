@@ -13,8 +13,9 @@ The sample positions are PyTorch's ``interpolate(..., align_corners=False)``: ou
 ``i`` is centred on input coordinate ``(i + 0.5) * in / out`` (pixel centres at ``j + 0.5``).
 
 * ``order=1`` (images; class probabilities brought back to an input's grid), float32
-  output: bilinear when enlarging (``mode="bilinear"``); when shrinking, the triangle filter widened by the scale factor, so every input pixel counts and
-  TEM noise does not alias (``mode="bilinear", antialias=True``). Each axis separately.
+  output: bilinear when enlarging (``mode="bilinear"``); when shrinking, the triangle
+  filter widened by the scale factor, so every input pixel counts and TEM noise does not
+  alias (``mode="bilinear", antialias=True``). Each axis separately.
 * ``order=0`` (labels, uncertainty): nearest, as ``mode="nearest-exact"`` (computed in
   integers: where a sample falls exactly on a pixel border, PyTorch's float scale may pick
   the pixel before), the input dtype.
