@@ -215,10 +215,6 @@ def _train_args(t: argparse.ArgumentParser) -> None:
                         f"are shrunk to it on loading, coarser ones kept; 'native': as they "
                         f"are (default {d('pixel_size')}, or the --init checkpoint's); "
                         "inference resamples inputs to the model's and maps the masks back")
-    t.add_argument("--soft-labels", action=argparse.BooleanOptionalAction,
-                   default=d("soft_labels"),
-                   help="with masks shrunk to --pixel-size: train on each pixel's class "
-                        "fractions, so membranes and boundaries thinner than a pixel count")
     t.add_argument("--val-crop", type=int, default=d("val_crop"),
                    help="side of the central validation crop of each validation image")
     t.add_argument("--val-fraction", type=float, default=d("val_fraction"),
@@ -451,7 +447,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
         gamma_augment=args.gamma_augment, gamma_probability=args.gamma_probability,
         blur_augment=args.blur_augment,
-        pixel_size=_train_pixel_size(args, init), soft_labels=args.soft_labels,
+        pixel_size=_train_pixel_size(args, init),
         val_crop=args.val_crop,
         val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
         weight_decay=args.weight_decay, lambda_dice=args.lambda_dice, seed=args.seed,

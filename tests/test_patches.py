@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from temseg.data import Augment, CenterCropDataset, PatchDataset, center_crop
 from temseg.data.io import Sample
@@ -147,24 +146,6 @@ def test_gamma_and_blur_keep_the_range_and_sometimes_apply():
     off = Augment()
     assert all(np.array_equal(_gamma_and_blur(img, off, np.random.default_rng(s)), img)
                for s in range(10))
-
-
-def test_fraction_targets_follow_the_same_geometry_as_hard_labels():
-    """(C, H, W) one-hot fractions through every augmentation give the one-hot of the hard
-    labels' patch, away from block edges (bilinear there), and stay fractions (sum 1)."""
-    rng = np.random.default_rng(4)
-    lab = rng.integers(0, 5, (16, 16)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
-    onehot = np.eye(5, dtype=np.float32)[lab].transpose(2, 0, 1)
-    img = lab.astype(np.float32)
-    aug = Augment(free_rotation=0.5, scale=1.5, contrast=0, brightness=0, noise=0)
-    hard = PatchDataset([img], [lab], 96, 20, augment=aug, seed=5)
-    soft = PatchDataset([img], [onehot], 96, 20, augment=aug, seed=5)
-    for i in range(20):
-        (xh, yh), (xs, ys) = hard[i], soft[i]
-        assert ys.shape == (5, 96, 96) and ys.dtype == torch.float32
-        np.testing.assert_array_equal(xh, xs)  # same patch, same draw
-        np.testing.assert_allclose(ys.sum(0).numpy(), 1.0, atol=1e-5)
-        assert (ys.argmax(0) == yh).float().mean() > 0.9
 
 
 def test_gamma_probability_sets_the_share_of_curved_patches():

@@ -176,23 +176,6 @@ def test_resample_sample_halves_images_and_labels_like_inference():
     assert np.array_equal(half.labels, labels[1::2, 1::2])
     assert abs(float(half.image.mean()) - float(image.mean())) < 0.5
     assert resample_sample(s, 0.00501) is s  # within 2 %: unchanged
-    assert half.fractions is None
-    # with the class count: fractions through the image's filter; one-hot inside blocks,
-    # shared at the block edges, summing to 1, their argmax the nearest labels inside
-    soft = resample_sample(s, 0.01, num_classes=5).fractions
-    assert soft.shape == (5, 48, 40)
-    np.testing.assert_allclose(soft.sum(0), 1.0, atol=1e-5)
-    inner = np.zeros((48, 40), bool)
-    for k in range(1, 7):
-        inner[8 * k - 7:8 * k - 1, :] = True  # rows 1 px away from the 8-px block edges
-    inner[:, [8 * k - 1 for k in range(1, 6)] + [8 * k for k in range(5)]] = False
-    assert np.array_equal(soft.argmax(0)[inner], half.labels[inner])
-    assert soft.max(0)[inner].min() > 0.999
-    # a one-pixel line of class 1 across class 2 survives as a fraction (nearest drops it)
-    line = np.full((16, 16), 2, np.uint8)
-    line[:, 8] = 1
-    thin = resample_sample(Sample("m_3", line.astype(np.float32), line, 0.005, "m"), 0.01, 5)
-    assert (thin.labels == 1).sum() == 0 and 0.2 < thin.fractions[1].max() < 0.5
     with pytest.raises(DataError, match="m_1: the image records no pixel size"):
         resample_sample(Sample("m_1", image, labels, None, "m"), 0.01)
     # training's rule: shrink finer samples only; coarser and unrecorded ones stay

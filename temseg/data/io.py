@@ -27,16 +27,13 @@ class DataError(ValueError):
 class Sample:
     """One labelled image: ``image`` (H, W) uint8/uint16/float32, ``labels`` (H, W) uint8 class
     indices, the pixel size in micrometres when the file records it, and a group for splitting
-    (e.g. the subject / mouse). ``fractions``: (C, H, W) float32 class fractions of each pixel
-    when the labels were shrunk from a finer mask (:func:`temseg.data.rescale.resample_sample`
-    with ``num_classes``; None: the labels are exact)."""
+    (e.g. the subject / mouse)."""
 
     name: str
     image: np.ndarray
     labels: np.ndarray
     pixel_size_um: float | None
     group: str
-    fractions: np.ndarray | None = None
 
 
 def _to_gray(arr: np.ndarray, path: Path) -> np.ndarray:

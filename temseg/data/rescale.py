@@ -21,17 +21,11 @@ from .io import DataError, Sample
 log = logging.getLogger("temseg.data")
 
 
-def resample_sample(sample: Sample, pixel_size_um: float,
-                    num_classes: int | None = None) -> Sample:
+def resample_sample(sample: Sample, pixel_size_um: float) -> Sample:
     """``sample`` seen at ``pixel_size_um``: the image bilinear with antialiasing (float32),
     the labels nearest-exact; the conventions of :mod:`temseg.io.resample`, so training and
     inference resample alike. Within 2 % of the sample's own pixel size it is returned as is.
-    DataError naming the sample when it records no pixel size.
-
-    ``num_classes``: also the class fractions of each new pixel (``Sample.fractions``,
-    (C, H', W')): the one-hot mask through the image's filter, so a boundary or a membrane
-    thinner than the new pixel survives as a fraction where nearest sampling keeps or drops
-    it whole (soft training targets, ``TrainConfig.soft_labels``)."""
+    DataError naming the sample when it records no pixel size."""
     from ..io.resample import resampled_shape
 
     if not sample.pixel_size_um:
@@ -44,36 +38,21 @@ def resample_sample(sample: Sample, pixel_size_um: float,
     image = F.interpolate(image, size=shape, mode="bilinear", antialias=True,
                           align_corners=False)[0, 0].numpy()
     labels = torch.from_numpy(sample.labels.astype(np.uint8))[None, None]
-    fractions = None
-    if num_classes is not None:
-        fractions = class_fractions(labels[0, 0], num_classes, shape)
     labels = F.interpolate(labels, size=shape, mode="nearest-exact")[0, 0].numpy()
     return replace(sample, image=image, labels=labels.astype(sample.labels.dtype),
-                   pixel_size_um=float(pixel_size_um), fractions=fractions)
+                   pixel_size_um=float(pixel_size_um))
 
 
-def class_fractions(labels: torch.Tensor, num_classes: int,
-                    shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) class indices -> (C, *shape) float32 fractions (each pixel's sum to 1): the
-    one-hot mask shrunk with the antialiased bilinear filter that shrinks the images."""
-    onehot = F.one_hot(labels.long(), num_classes).permute(2, 0, 1)[None].float()
-    out = F.interpolate(onehot, size=shape, mode="bilinear", antialias=True,
-                        align_corners=False)[0]
-    return (out / out.sum(0, keepdim=True).clamp_min(1e-6)).numpy()
-
-
-def resample_samples(samples: list[Sample], pixel_size_um: float | None,
-                     num_classes: int | None = None) -> list[Sample]:
+def resample_samples(samples: list[Sample], pixel_size_um: float | None) -> list[Sample]:
     """The samples finer than ``pixel_size_um`` (by more than 2 %) shrunk to it; coarser ones
     and those that record no pixel size are kept as they are (never enlarged: that would
-    only blur them), and said in the log. None: all as they are. ``num_classes``: as
-    :func:`resample_sample` (class fractions of the shrunk ones)."""
+    only blur them), and said in the log. None: all as they are."""
     if pixel_size_um is None:
         return samples
     out, kept = [], []
     for s in samples:
         finer = bool(s.pixel_size_um) and s.pixel_size_um < pixel_size_um / 1.02
-        out.append(resample_sample(s, pixel_size_um, num_classes) if finer else s)
+        out.append(resample_sample(s, pixel_size_um) if finer else s)
         if not finer:
             kept.append(s.name)
     if len(kept) < len(samples):

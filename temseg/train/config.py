@@ -46,9 +46,6 @@ class TrainConfig:
     # train at this pixel size (um): finer images and masks shrunk on loading (None: as they
     # are; temseg.data.rescale)
     pixel_size: float | None = DEFAULT_PIXEL_SIZE
-    # with a pixel_size that shrinks the masks: train on each pixel's class fractions (soft
-    # targets: thin membranes and boundaries survive the shrinking; temseg.data.rescale)
-    soft_labels: bool = False
     val_crop: int = 512
     # 0: every animal trains and validation reuses the training images; with a handful of
     # animals a held-out one cost more than it bought (docs/accuracy.md); select with temseg cv

@@ -289,8 +289,7 @@ class Trainer:
         self.config, self.ddp, self.out = config, ddp, Path(config.out)
         if config.threads:
             torch.set_num_threads(config.threads)
-        samples = resample_samples(_training_samples(config, samples), config.pixel_size,
-                                   TEM_CLASSES.num_classes if config.soft_labels else None)
+        samples = resample_samples(_training_samples(config, samples), config.pixel_size)
         self.train_s, self.val_s = split_samples(samples, config.val_fraction,
                                                  config.val_groups, config.seed)
         self.val_note = "validation on held-out groups"
@@ -339,8 +338,8 @@ class Trainer:
         c = self.config
         augment = Augment(scale=c.scale_augment, gamma=c.gamma_augment,
                           gamma_p=c.gamma_probability, blur=c.blur_augment)
-        targets = [s.labels if s.fractions is None else s.fractions for s in self.train_s]
-        self.train_ds = PatchDataset(_normalized(self.train_s, norm), targets, c.patch_size,
+        self.train_ds = PatchDataset(_normalized(self.train_s, norm),
+                                     [s.labels for s in self.train_s], c.patch_size,
                                      c.patches_per_image, augment=augment, seed=c.seed)
         per_process = len(self.train_ds) // self.ddp.world
         if per_process < c.batch_size:

@@ -26,8 +26,7 @@ def dice_ce_stats_reference(
 
     Args:
         logits: (B, C, H, W) float logits (fp32/fp16/bf16/fp64); computed in at least fp32.
-        target: (B, H, W) integer class indices in [0, C), or (B, C, H, W) float class
-            probabilities (soft targets, e.g. class fractions; one-hot gives the same sums).
+        target: (B, H, W) integer class indices in [0, C).
 
     Returns:
         inter: (B, C) sum over pixels of softmax(logits)[c] * [target == c].
@@ -40,11 +39,7 @@ def dice_ce_stats_reference(
     num_classes = x.shape[1]
     logp = torch.log_softmax(x, dim=1)
     p = logp.exp()
-    if target.is_floating_point():
-        onehot = target.to(compute)
-    else:
-        onehot = torch.nn.functional.one_hot(target.long(), num_classes).permute(0, 3, 1, 2)
-        onehot = onehot.to(compute)
+    onehot = torch.nn.functional.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).to(compute)
     inter = (p * onehot).sum(dim=(2, 3))
     psum = p.sum(dim=(2, 3))
     gsum = onehot.sum(dim=(2, 3))
