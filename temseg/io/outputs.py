@@ -286,7 +286,7 @@ class ResampledOutputs:
     The class probabilities come back through the images' filter (bilinear when enlarging,
     antialiased when shrinking) and the labels are their argmax, as nnU-Net resamples
     softmax outputs to the original spacing: boundaries then fall between the model's
-    pixels (within 0.1 px) instead of on its 2 x 2 blocks. The uncertainty comes back
+    pixels instead of on its 2 x 2 blocks. The uncertainty comes back
     nearest; the overlay thumbnail stays at the model's grid."""
 
     def __init__(self, final: SlideOutputs | ArrayOutputs, model_shape: tuple[int, int],
