@@ -226,6 +226,7 @@ OPTIONS = [  # (TrainConfig fields, the CLI flags, a substring of the library's 
     ({"scale_augment": 0.5}, ["--scale-augment", "0.5"], "scale_augment"),
     ({"gamma_augment": 0.5}, ["--gamma-augment", "0.5"], "gamma_augment"),
     ({"blur_augment": -1.0}, ["--blur-augment", "-1"], "blur_augment"),
+    ({"border_weight": -1.0}, ["--border-weight", "-1"], "border_weight"),
     ({"pixel_size": 0.0}, ["--pixel-size", "0"], "pixel_size"),
 ]
 

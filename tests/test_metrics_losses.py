@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from temseg.losses import DiceCELoss, DiceLoss
+from temseg.losses import DiceCELoss, DiceLoss, thin_background
 from temseg.metrics import confusion_matrix, dice_iou, summarize
 
 
@@ -74,3 +74,30 @@ def test_loss_gradient_flows():
     logits = torch.randn(2, 5, 8, 8, requires_grad=True)
     DiceCELoss()(logits, torch.randint(0, 5, (2, 8, 8))).backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_thin_background_marks_lines_not_spaces():
+    # two axons (1) separated by a 1 px line, a 2 px line and a 4 px gap; wide space at the right
+    t = torch.ones(1, 12, 20, dtype=torch.int64)
+    t[0, :, 5] = 0          # 1 px line
+    t[0, :, 9:11] = 0       # 2 px line
+    t[0, :, 14:20] = 0      # 6 px wide background: a space, not a line
+    thin = thin_background(t)[0]
+    assert thin[:, 5].all() and thin[:, 9:11].all()
+    assert not thin[:, 14:].any() and not thin[t[0] > 0].any()
+
+
+def test_border_weight_is_a_weighted_cross_entropy():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 16, 16, dtype=torch.float64)
+    target = torch.randint(1, 3, (2, 16, 16))
+    target[:, :, 7] = 0  # a line through every patch
+    target[1, 10:, 10:] = 0
+    w = 4.0
+    weights = 1 + w * thin_background(target).double()
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    dice_only = DiceCELoss(lambda_ce=0.0)(logits, target)
+    expect = (ce * weights).mean() + dice_only
+    got = DiceCELoss(border_weight=w)(logits, target)
+    assert float(got) == pytest.approx(float(expect), rel=1e-6)
+    assert float(got) > float(DiceCELoss()(logits, target))

@@ -55,6 +55,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup: float = 0.05  # fraction of the run spent warming up the learning rate
     lambda_dice: float = 0.5
+    # cross-entropy of the thin background lines between touching objects counts 1 + this
+    # (temseg.losses.thin_background; 0: off)
+    border_weight: float = 0.0
     seed: int = 0
     amp: str = "auto"
     compile: str = "auto"
@@ -148,6 +151,8 @@ def config_problems(c: TrainConfig) -> list[str]:
         _check("weight_decay", c.weight_decay, _number(c.weight_decay) and c.weight_decay >= 0,
                ">= 0"),
         _check("warmup", c.warmup, _number(c.warmup) and 0 <= c.warmup < 1, "in [0, 1)"),
+        _check("border_weight", c.border_weight, _number(c.border_weight)
+               and c.border_weight >= 0, "a number >= 0"),
         _check("lambda_dice", c.lambda_dice, _number(c.lambda_dice) and c.lambda_dice >= 0,
                ">= 0"),
         _integer("num_workers", c.num_workers, 0),

@@ -361,7 +361,8 @@ class Trainer:
             [{"params": decay, "weight_decay": c.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}], lr=c.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaler)
-        self.loss_fn = DiceCELoss(batch=True, lambda_dice=c.lambda_dice)
+        self.loss_fn = DiceCELoss(batch=True, lambda_dice=c.lambda_dice,
+                                  border_weight=c.border_weight)
 
     def _initialise(self, source: str) -> None:
         """Start from the weights of ``source`` (a checkpoint, run folder or shipped model):
