@@ -40,8 +40,10 @@ class TrainConfig:
     patch_size: int = 256
     patches_per_image: int = 80
     scale_augment: float = 1.25  # zoom patches by log-uniform [1/s, s] (Augment.scale; 1: off)
-    gamma_augment: float = 1.0  # gamma log-uniform in [1/g, g] (Augment.gamma; 1: off)
-    gamma_probability: float = 0.3  # of a patch getting the gamma curve (Augment.gamma_p)
+    # gamma log-uniform in [1/g, g] on half the patches (Augment.gamma, gamma_p; 1: off):
+    # exposure differs between micrographs (docs/accuracy.md, "Exposure")
+    gamma_augment: float = 2.5
+    gamma_probability: float = 0.5  # of a patch getting the gamma curve
     blur_augment: float = 0.0  # Gaussian blur, sigma in [0.5, b] px, p 0.2 (Augment.blur; 0: off)
     # train at this pixel size (um): finer images and masks shrunk on loading (None: as they
     # are; temseg.data.rescale)
@@ -56,8 +58,8 @@ class TrainConfig:
     warmup: float = 0.05  # fraction of the run spent warming up the learning rate
     lambda_dice: float = 0.5
     # cross-entropy of the thin background lines between touching objects counts 1 + this
-    # (temseg.losses.thin_background; 0: off)
-    border_weight: float = 0.0
+    # (temseg.losses.thin_background; 0: off; docs/accuracy.md, "The lines")
+    border_weight: float = 5.0
     seed: int = 0
     amp: str = "auto"
     compile: str = "auto"
