@@ -3,7 +3,7 @@ labelled image segmented, then scored as it is and with the truth's thin backgro
 (:func:`temseg.losses.thin_background` at the mask's resolution) painted into the prediction.
 The gap between the two is what drawing those lines right would gain.
 
-    python scripts/border_oracle.py cv/gamma25/fold-0 cv/fold0/test/images/*.tif
+    python scripts/border_oracle.py cv/gamma25/fold-0 cv/fold0/test/images/*.tif --size 5
 
 One row per image, then the pooled mean Dice over the classes present (``temseg evaluate``'s
 score) both ways (docs/accuracy.md, "The lines between touching axons").
@@ -34,6 +34,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="run folder, checkpoint or shipped model name")
     ap.add_argument("images", nargs="+", help="images with a mask in ../masks/ of the same name")
+    ap.add_argument("--size", type=int, default=3,
+                    help="opening size: lines narrower than this many pixels (odd)")
     args = ap.parse_args()
     predictor = Predictor.open(args.model, backend="torch")
     n = TEM_CLASSES.num_classes
@@ -43,7 +45,7 @@ def main() -> None:
         image, pixel_size = read_image(path)
         truth = read_mask(path.parent.parent / "masks" / path.name)
         pred = predictor.segment(image, pixel_size)
-        thin = thin_background(torch.from_numpy(truth.astype(np.int64))[None])[0].numpy()
+        thin = thin_background(torch.from_numpy(truth.astype(np.int64))[None], args.size)[0].numpy()
         fixed = np.where(thin, 0, pred).astype(pred.dtype)
         cms = {"as is": confusion_matrix(pred, truth, n),
                "lines right": confusion_matrix(fixed, truth, n)}

@@ -53,14 +53,16 @@ class DiceCELoss(nn.Module):
         return loss
 
 
-def thin_background(target: torch.Tensor) -> torch.Tensor:
-    """The background pixels that a 3x3 opening of the background removes: the lines of
-    1-2 px that annotators draw between touching axons (and other specks of background).
+def thin_background(target: torch.Tensor, size: int = 3) -> torch.Tensor:
+    """The background pixels that a ``size`` x ``size`` opening of the background removes:
+    lines narrower than ``size`` px, such as those annotators draw between touching axons
+    (and other specks of background). ``size``: odd.
 
     target: (B, H, W) integer classes (0 = background) -> (B, H, W) bool."""
     bg = (target == 0).float()[:, None]
-    eroded = 1.0 - F.max_pool2d(1.0 - bg, 3, 1, 1)  # outside the patch counts as background
-    opened = F.max_pool2d(eroded, 3, 1, 1)
+    r = size // 2
+    eroded = 1.0 - F.max_pool2d(1.0 - bg, size, 1, r)  # outside the patch counts as background
+    opened = F.max_pool2d(eroded, size, 1, r)
     return (bg > opened)[:, 0]
 
 

@@ -85,6 +85,8 @@ def test_thin_background_marks_lines_not_spaces():
     thin = thin_background(t)[0]
     assert thin[:, 5].all() and thin[:, 9:11].all()
     assert not thin[:, 14:].any() and not thin[t[0] > 0].any()
+    wider = thin_background(t, 5)[0]  # lines narrower than 5 px: still not the 6 px space
+    assert wider[:, 5].all() and wider[:, 9:11].all() and not wider[:, 14:].any()
 
 
 def test_border_weight_is_a_weighted_cross_entropy():
