@@ -77,16 +77,18 @@ def test_loss_gradient_flows():
 
 
 def test_thin_background_marks_lines_not_spaces():
-    # two axons (1) separated by a 1 px line, a 2 px line and a 4 px gap; wide space at the right
-    t = torch.ones(1, 12, 20, dtype=torch.int64)
-    t[0, :, 5] = 0          # 1 px line
-    t[0, :, 9:11] = 0       # 2 px line
-    t[0, :, 14:20] = 0      # 6 px wide background: a space, not a line
-    thin = thin_background(t)[0]
+    # axons (1) separated by lines of 1, 2 and 4 px; a 6 px background space at the right edge
+    t = torch.ones(1, 12, 28, dtype=torch.int64)
+    t[0, :, 5] = 0
+    t[0, :, 9:11] = 0
+    t[0, :, 14:18] = 0
+    t[0, :, 22:] = 0
+    thin = thin_background(t)[0]  # 3x3 opening: lines under 3 px
     assert thin[:, 5].all() and thin[:, 9:11].all()
-    assert not thin[:, 14:].any() and not thin[t[0] > 0].any()
-    wider = thin_background(t, 5)[0]  # lines narrower than 5 px: still not the 6 px space
-    assert wider[:, 5].all() and wider[:, 9:11].all() and not wider[:, 14:].any()
+    assert not thin[:, 14:18].any() and not thin[:, 22:].any() and not thin[t[0] > 0].any()
+    wider = thin_background(t, 5)[0]  # lines under 5 px
+    assert wider[:, 5].all() and wider[:, 9:11].all() and wider[:, 14:18].all()
+    assert not wider[:, 22:].any()
 
 
 def test_border_weight_is_a_weighted_cross_entropy():
