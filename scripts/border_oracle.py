@@ -21,13 +21,12 @@ from temseg.data.io import read_image, read_mask
 from temseg.inference.predictor import Predictor
 from temseg.labels import TEM_CLASSES
 from temseg.losses import thin_background
-from temseg.metrics import confusion_matrix, dice_iou
+from temseg.metrics import confusion_matrix, summarize
 
 
 def mean_dice(cm: np.ndarray) -> float:
-    """Mean Dice over the classes present in the truth (rows) of a confusion matrix."""
-    dice, _ = dice_iou(cm)
-    return float(np.nanmean(np.asarray(dice, float)[cm.sum(1) > 0]))
+    """``temseg evaluate``'s mean Dice of a confusion matrix."""
+    return summarize(cm, TEM_CLASSES.names)["mean_dice"]
 
 
 def main() -> None:
