@@ -228,10 +228,6 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--border-weight", type=float, default=d("border_weight"), metavar="W",
                    help="the cross-entropy of the thin background lines between touching "
                         "axons counts 1 + W times (U-Net's separation weights; 0: off)")
-    t.add_argument("--soft-labels", action=argparse.BooleanOptionalAction,
-                   default=d("soft_labels"),
-                   help="train on each class's share of each pixel of the shrunk masks "
-                        "(resampled like the image) instead of nearest-sampled labels")
     t.add_argument("--width", type=int, default=None,
                    help=f"channels after the stem (default {DEFAULT_MODEL.width}, or the "
                         "--init checkpoint's)")
@@ -458,7 +454,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         val_crop=args.val_crop,
         val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
         weight_decay=args.weight_decay, lambda_dice=args.lambda_dice,
-        border_weight=args.border_weight, soft_labels=args.soft_labels, seed=args.seed,
+        border_weight=args.border_weight, seed=args.seed,
         amp=args.amp, compile=args.compile, device=args.device,
         num_workers=args.num_workers, threads=args.threads, progress=not args.no_progress,
         resume=args.resume, init=args.init, model=_model_config(args, init))

@@ -26,8 +26,7 @@ class DiceCELoss(nn.Module):
             objects (:func:`thin_background`) counts ``1 + w`` times, U-Net's separation
             weight map (Ronneberger et al. 2015) in its simplest form; 0: off. Not MONAI's.
 
-    Forward: logits (B, C, H, W) float, target (B, H, W) int64 or (B, C, H, W) float class
-    fractions (soft labels) -> 0-d fp32 loss.
+    Forward: logits (B, C, H, W) float, target (B, H, W) int64 -> 0-d fp32 loss.
     """
 
     def __init__(
@@ -69,13 +68,12 @@ def thin_background(target: torch.Tensor, size: int = 3) -> torch.Tensor:
 
 def border_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy summed over the :func:`thin_background` pixels, divided by all pixels
-    (so ``CE + w * this`` is the mean CE under the weight map ``1 + w * thin``). For class
-    fractions the lines are those of their argmax and the cross-entropy is the soft one.
+    (so ``CE + w * this`` is the mean CE under the weight map ``1 + w * thin``).
 
-    logits (B, C, H, W), target (B, H, W) int64 or (B, C, H, W) float -> 0-d fp32."""
-    hard = target.argmax(1) if target.dim() == 4 else target
-    ce = F.cross_entropy(logits.float(), target, reduction="none")  # takes either target
-    return (ce * thin_background(hard)).sum() / hard.numel()
+    logits (B, C, H, W), target (B, H, W) int64 -> 0-d fp32."""
+    thin = thin_background(target)
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    return (ce * thin).sum() / target.numel()
 
 
 class DiceLoss(DiceCELoss):

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from temseg.data import Augment, CenterCropDataset, PatchDataset, center_crop
 from temseg.data.io import Sample
@@ -163,21 +162,3 @@ def test_gamma_probability_sets_the_share_of_curved_patches():
                          seed=1)
         shares.append(np.mean([not np.allclose(a[i][0], b[i][0]) for i in range(200)]))
     assert shares[0] == 0.0 and 0.4 < shares[1] < 0.6 and shares[2] > 0.98, shares
-
-
-def test_fraction_targets_follow_the_same_geometry_as_hard_labels():
-    """(C, H, W) uint8 one-hot fractions through every augmentation give the one-hot of the
-    hard labels' patch, away from block edges (bilinear there), and stay fractions (sum 1)."""
-    rng = np.random.default_rng(4)
-    lab = rng.integers(0, 5, (16, 16)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
-    onehot = (np.eye(5, dtype=np.uint8)[lab] * 255).transpose(2, 0, 1)
-    img = lab.astype(np.float32)
-    aug = Augment(free_rotation=0.5, scale=1.5, contrast=0, brightness=0, noise=0)
-    hard = PatchDataset([img], [lab], 96, 20, augment=aug, seed=5)
-    soft = PatchDataset([img], [onehot], 96, 20, augment=aug, seed=5)
-    for i in range(20):
-        (xh, yh), (xs, ys) = hard[i], soft[i]
-        assert ys.shape == (5, 96, 96) and ys.dtype == torch.float32
-        np.testing.assert_array_equal(xh, xs)  # same patch, same draw
-        np.testing.assert_allclose(ys.sum(0).numpy(), 1.0, atol=1e-5)
-        assert (ys.argmax(0) == yh).float().mean() > 0.9

@@ -176,23 +176,6 @@ def test_resample_sample_halves_images_and_labels_like_inference():
     assert np.array_equal(half.labels, labels[1::2, 1::2])
     assert abs(float(half.image.mean()) - float(image.mean())) < 0.5
     assert resample_sample(s, 0.00501) is s  # within 2 %: unchanged
-    assert half.fractions is None
-    # with the class count: fractions (255ths) through the image's filter; one-hot inside
-    # blocks, shared at the block edges, summing to 1, their argmax the nearest labels inside
-    soft = resample_sample(s, 0.01, num_classes=5).fractions
-    assert soft.shape == (5, 48, 40) and soft.dtype == np.uint8
-    np.testing.assert_allclose(soft.sum(0) / 255, 1.0, atol=3 / 255)
-    inner = np.zeros((48, 40), bool)
-    for k in range(1, 7):
-        inner[8 * k - 7:8 * k - 1, :] = True  # rows 1 px away from the 8-px block edges
-    inner[:, [8 * k - 1 for k in range(1, 6)] + [8 * k for k in range(5)]] = False
-    assert np.array_equal(soft.argmax(0)[inner], half.labels[inner])
-    assert soft.max(0)[inner].min() == 255
-    # a one-pixel line of class 1 across class 2 survives as a fraction (nearest drops it)
-    line = np.full((16, 16), 2, np.uint8)
-    line[:, 8] = 1
-    thin = resample_sample(Sample("m_3", line.astype(np.float32), line, 0.005, "m"), 0.01, 5)
-    assert (thin.labels == 1).sum() == 0 and 0.2 * 255 < thin.fractions[1].max() < 0.5 * 255
     with pytest.raises(DataError, match="m_1: the image records no pixel size"):
         resample_sample(Sample("m_1", image, labels, None, "m"), 0.01)
     # training's rule: shrink finer samples only; coarser and unrecorded ones stay
@@ -202,13 +185,12 @@ def test_resample_sample_halves_images_and_labels_like_inference():
     assert resample_samples([s], 0.0025)[0] is s
 
 
-@pytest.mark.parametrize("soft", [False, True])
-def test_training_at_a_pixel_size_records_it(blocks: Path, tmp_path: Path, soft: bool):
+def test_training_at_a_pixel_size_records_it(blocks: Path, tmp_path: Path):
     from temseg.data import Sample
 
     samples = [Sample(s.name, s.image, s.labels, 0.005, s.group)
                for s in load_dataset(blocks)]
     train(tiny_config(blocks, tmp_path / "run", epochs=1, pixel_size=0.0075,
-                      val_crop=64, soft_labels=soft), samples=samples)
+                      val_crop=64), samples=samples)
     ckpt = read_checkpoint(tmp_path / "run")
     assert ckpt["pixel_size_um"] == pytest.approx(0.0075)

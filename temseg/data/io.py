@@ -27,15 +27,13 @@ class DataError(ValueError):
 class Sample:
     """One labelled image: ``image`` (H, W) uint8/uint16/float32, ``labels`` (H, W) uint8 class
     indices, the pixel size in micrometres when the file records it, and a group for splitting
-    (e.g. the subject / mouse). ``fractions``: (C, H, W) uint8, each class's share of each
-    pixel in 255ths, set when the labels were shrunk with them (:mod:`temseg.data.rescale`)."""
+    (e.g. the subject / mouse)."""
 
     name: str
     image: np.ndarray
     labels: np.ndarray
     pixel_size_um: float | None
     group: str
-    fractions: np.ndarray | None = None
 
 
 def _to_gray(arr: np.ndarray, path: Path) -> np.ndarray:

@@ -42,23 +42,20 @@ class Augment:
 
 
 def pad_to(arr: np.ndarray, height: int, width: int, mode: str = "reflect") -> np.ndarray:
-    """Pad the last two axes of (..., H, W) evenly on both sides up to at least
-    (height, width) with numpy ``mode`` (numpy reflects repeatedly when the pad is wider
-    than the image)."""
-    dy, dx = max(0, height - arr.shape[-2]), max(0, width - arr.shape[-1])
+    """Pad (H, W) evenly on both sides up to at least (height, width) with numpy ``mode``
+    (numpy reflects repeatedly when the pad is wider than the image)."""
+    dy, dx = max(0, height - arr.shape[0]), max(0, width - arr.shape[1])
     if not (dy or dx):
         return arr
-    if mode == "reflect" and min(arr.shape[-2:]) < 2:
+    if mode == "reflect" and min(arr.shape) < 2:
         mode = "edge"
-    lead = ((0, 0),) * (arr.ndim - 2)
-    return np.pad(arr, lead + ((dy // 2, dy - dy // 2), (dx // 2, dx - dx // 2)), mode=mode)
+    return np.pad(arr, ((dy // 2, dy - dy // 2), (dx // 2, dx - dx // 2)), mode=mode)
 
 
 def _rotate(image: np.ndarray, labels: np.ndarray, angle: float, size: int,
             zoom: float = 1.0) -> tuple:
     """Rotate a square crop (S, S) by ``angle`` radians about its centre, magnify it by
-    ``zoom`` and take the central (size, size): image bilinear, labels (S, S) nearest,
-    class fractions (C, S, S) uint8 bilinear (then (C, size, size) float32 in [0, 1])."""
+    ``zoom`` and take the central (size, size): image bilinear, labels nearest."""
     s = image.shape[0]
     c = (s - 1) / 2.0
     r = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0)
@@ -68,10 +65,6 @@ def _rotate(image: np.ndarray, labels: np.ndarray, angle: float, size: int,
     grid = torch.from_numpy(np.stack([(xs + 0.5) / s * 2 - 1, (ys + 0.5) / s * 2 - 1], -1))[None]
     img = torch.nn.functional.grid_sample(torch.from_numpy(image)[None, None], grid,
                                           mode="bilinear", align_corners=False)
-    if labels.ndim == 3:
-        shares = torch.from_numpy(labels.astype(np.float32) / 255)[None]
-        return img[0, 0].numpy(), torch.nn.functional.grid_sample(
-            shares, grid, mode="bilinear", align_corners=False)[0].numpy()
     lab = torch.nn.functional.grid_sample(torch.from_numpy(labels.astype(np.float32))[None, None],
                                           grid, mode="nearest", align_corners=False)
     return img[0, 0].numpy(), lab[0, 0].numpy().astype(np.uint8)
@@ -95,10 +88,8 @@ class PatchDataset(Dataset):
     Every pixel of every image can be drawn (patch origins are uniform over the valid range);
     images smaller than a patch are reflect-padded. Items are a pure function of
     (seed, epoch, index), so runs are reproducible whatever the DataLoader's worker count.
-    ``labels``: (H, W) class indices, or (C, H, W) uint8 class fractions in 255ths (soft
-    labels, :func:`temseg.data.rescale.class_fractions`; resampled bilinear).
 
-    Items: image (1, P, P) float32, labels (P, P) int64 or fractions (C, P, P) float32.
+    Items: image (1, P, P) float32, labels (P, P) int64.
     """
 
     def __init__(
@@ -124,14 +115,14 @@ class PatchDataset(Dataset):
         self.margin = (self.crop - patch_size + 1) // 2
         self.images, self.labels, self.valid = [], [], []
         for img, lab in zip(images, labels, strict=True):
-            if img.shape != lab.shape[-2:] or lab.ndim not in (2, 3):
+            if img.shape != lab.shape:
                 raise ValueError(f"image {img.shape} and labels {lab.shape} differ in size")
             img = pad_to(np.asarray(img, np.float32), patch_size, patch_size)
             lab = pad_to(lab, patch_size, patch_size)
             self.valid.append(img.shape)
             m = self.margin
             self.images.append(pad_to(img, img.shape[0] + 2 * m, img.shape[1] + 2 * m))
-            self.labels.append(pad_to(lab, lab.shape[-2] + 2 * m, lab.shape[-1] + 2 * m))
+            self.labels.append(pad_to(lab, lab.shape[0] + 2 * m, lab.shape[1] + 2 * m))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -153,29 +144,27 @@ class PatchDataset(Dataset):
         if aug and aug.free_rotation and rng.random() < aug.free_rotation:
             y1, x1 = y0 + m - (self.crop - p) // 2, x0 + m - (self.crop - p) // 2
             img = self.images[i][y1:y1 + self.crop, x1:x1 + self.crop]
-            lab = self.labels[i][..., y1:y1 + self.crop, x1:x1 + self.crop]
+            lab = self.labels[i][y1:y1 + self.crop, x1:x1 + self.crop]
             angle = rng.uniform(0, 2 * math.pi)
             zoom = math.exp(rng.uniform(-1, 1) * math.log(aug.scale)) if aug.scale > 1 else 1.0
             img, lab = _rotate(np.ascontiguousarray(img), np.ascontiguousarray(lab), angle, p,
                                zoom)
         else:
             img = self.images[i][y0 + m:y0 + m + p, x0 + m:x0 + m + p]
-            lab = self.labels[i][..., y0 + m:y0 + m + p, x0 + m:x0 + m + p]
+            lab = self.labels[i][y0 + m:y0 + m + p, x0 + m:x0 + m + p]
         if aug:
             if aug.rot90:
                 k = int(rng.integers(0, 4))
-                img, lab = np.rot90(img, k), np.rot90(lab, k, axes=(-2, -1))
+                img, lab = np.rot90(img, k), np.rot90(lab, k)
             if aug.flips and rng.random() < 0.5:
-                img, lab = img[:, ::-1], lab[..., ::-1]
+                img, lab = img[:, ::-1], lab[:, ::-1]
             img = img * np.float32(1 + rng.uniform(-aug.contrast, aug.contrast)) + np.float32(
                 rng.uniform(-aug.brightness, aug.brightness))
             img = _gamma_and_blur(img, aug, rng)
             if aug.noise:
                 img = img + rng.normal(0, aug.noise, img.shape).astype(np.float32)
         img = np.ascontiguousarray(img, dtype=np.float32)
-        if lab.ndim == 3:
-            lab = lab.astype(np.float32) / (255 if lab.dtype == np.uint8 else 1)
-        lab = np.ascontiguousarray(lab).astype(np.float32 if lab.ndim == 3 else np.int64)
+        lab = np.ascontiguousarray(lab).astype(np.int64)
         return torch.from_numpy(img)[None], torch.from_numpy(lab)
 
 

@@ -21,24 +21,10 @@ from .io import DataError, Sample
 log = logging.getLogger("temseg.data")
 
 
-def class_fractions(labels: np.ndarray, shape: tuple[int, int], num_classes: int) -> np.ndarray:
-    """Each class's share of each pixel of ``labels`` (H, W) shrunk to ``shape``: the one-hot
-    maps resampled as the image is (bilinear with antialiasing), so a line or an edge narrower
-    than the new pixel keeps its place and width as a fraction instead of being kept or
-    dropped whole, as nearest sampling does. -> (C, h, w) uint8 in 255ths."""
-    onehot = F.one_hot(torch.from_numpy(labels.astype(np.int64)), num_classes)
-    onehot = onehot.permute(2, 0, 1)[None].float()
-    shares = F.interpolate(onehot, size=shape, mode="bilinear", antialias=True,
-                           align_corners=False)[0]
-    return (shares.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def resample_sample(sample: Sample, pixel_size_um: float,
-                    num_classes: int | None = None) -> Sample:
+def resample_sample(sample: Sample, pixel_size_um: float) -> Sample:
     """``sample`` seen at ``pixel_size_um``: the image bilinear with antialiasing (float32),
     the labels nearest-exact; the conventions of :mod:`temseg.io.resample`, so training and
-    inference resample alike. With ``num_classes`` also the labels' :func:`class_fractions`
-    (``Sample.fractions``). Within 2 % of the sample's own pixel size it is returned as is.
+    inference resample alike. Within 2 % of the sample's own pixel size it is returned as is.
     DataError naming the sample when it records no pixel size."""
     from ..io.resample import resampled_shape
 
@@ -53,24 +39,20 @@ def resample_sample(sample: Sample, pixel_size_um: float,
                           align_corners=False)[0, 0].numpy()
     labels = torch.from_numpy(sample.labels.astype(np.uint8))[None, None]
     labels = F.interpolate(labels, size=shape, mode="nearest-exact")[0, 0].numpy()
-    fractions = (None if num_classes is None
-                 else class_fractions(sample.labels, shape, num_classes))
     return replace(sample, image=image, labels=labels.astype(sample.labels.dtype),
-                   pixel_size_um=float(pixel_size_um), fractions=fractions)
+                   pixel_size_um=float(pixel_size_um))
 
 
-def resample_samples(samples: list[Sample], pixel_size_um: float | None,
-                     num_classes: int | None = None) -> list[Sample]:
+def resample_samples(samples: list[Sample], pixel_size_um: float | None) -> list[Sample]:
     """The samples finer than ``pixel_size_um`` (by more than 2 %) shrunk to it; coarser ones
     and those that record no pixel size are kept as they are (never enlarged: that would
-    only blur them), and said in the log. None: all as they are. ``num_classes``: also the
-    shrunk labels' class fractions (:func:`resample_sample`)."""
+    only blur them), and said in the log. None: all as they are."""
     if pixel_size_um is None:
         return samples
     out, kept = [], []
     for s in samples:
         finer = bool(s.pixel_size_um) and s.pixel_size_um < pixel_size_um / 1.02
-        out.append(resample_sample(s, pixel_size_um, num_classes) if finer else s)
+        out.append(resample_sample(s, pixel_size_um) if finer else s)
         if not finer:
             kept.append(s.name)
     if len(kept) < len(samples):

@@ -60,9 +60,6 @@ class TrainConfig:
     # cross-entropy of the thin background lines between touching objects counts 1 + this
     # (temseg.losses.thin_background; 0: off; docs/accuracy.md, "The lines")
     border_weight: float = 5.0
-    # train on the class fractions of the shrunk masks (antialiased like the image) rather
-    # than their nearest-sampled labels (temseg.data.rescale.class_fractions)
-    soft_labels: bool = False
     seed: int = 0
     amp: str = "auto"
     compile: str = "auto"

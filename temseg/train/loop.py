@@ -226,17 +226,6 @@ def _normalized(samples: list[Sample], norm: Normalization) -> list[np.ndarray]:
     return [norm(s.image) for s in samples]
 
 
-def _targets(sample: Sample, soft: bool) -> np.ndarray:
-    """The training targets of ``sample``: its labels (H, W), or with ``soft`` its class
-    fractions (C, H, W) uint8 (one-hot for the samples kept at their own pixel size)."""
-    if not soft:
-        return sample.labels
-    if sample.fractions is not None:
-        return sample.fractions
-    onehot = np.eye(TEM_CLASSES.num_classes, dtype=np.uint8)[sample.labels] * 255
-    return np.ascontiguousarray(onehot.transpose(2, 0, 1))
-
-
 def _pixel_size(samples: list[Sample]) -> float | None:
     sizes = [s.pixel_size_um for s in samples if s.pixel_size_um]
     return float(np.median(sizes)) if sizes else None
@@ -300,8 +289,7 @@ class Trainer:
         self.config, self.ddp, self.out = config, ddp, Path(config.out)
         if config.threads:
             torch.set_num_threads(config.threads)
-        samples = resample_samples(_training_samples(config, samples), config.pixel_size,
-                                   TEM_CLASSES.num_classes if config.soft_labels else None)
+        samples = resample_samples(_training_samples(config, samples), config.pixel_size)
         self.train_s, self.val_s = split_samples(samples, config.val_fraction,
                                                  config.val_groups, config.seed)
         self.val_note = "validation on held-out groups"
@@ -351,8 +339,7 @@ class Trainer:
         augment = Augment(scale=c.scale_augment, gamma=c.gamma_augment,
                           gamma_p=c.gamma_probability, blur=c.blur_augment)
         self.train_ds = PatchDataset(_normalized(self.train_s, norm),
-                                     [_targets(s, c.soft_labels) for s in self.train_s],
-                                     c.patch_size,
+                                     [s.labels for s in self.train_s], c.patch_size,
                                      c.patches_per_image, augment=augment, seed=c.seed)
         per_process = len(self.train_ds) // self.ddp.world
         if per_process < c.batch_size:

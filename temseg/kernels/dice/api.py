@@ -55,8 +55,7 @@ def dice_ce_loss(
 
     Args:
         logits: (B, C, H, W) logits, fp32/fp16/bf16 (fp64 on the torch path).
-        target: (B, H, W) integer class indices in [0, C), or (B, C, H, W) float class
-            fractions (soft labels; always the PyTorch reference, the kernel takes indices).
+        target: (B, H, W) integer class indices in [0, C).
         include_background, batch, smooth_nr, smooth_dr: as in ``monai.losses.DiceCELoss``.
         ignore_empty: Dice terms with an empty ground truth are left out of the mean.
         backend: ``"auto"`` (Triton on CUDA, PyTorch otherwise and for inputs the kernel does not

@@ -26,9 +26,7 @@ def dice_ce_stats_reference(
 
     Args:
         logits: (B, C, H, W) float logits (fp32/fp16/bf16/fp64); computed in at least fp32.
-        target: (B, H, W) integer class indices in [0, C), or (B, C, H, W) float class
-            fractions (soft labels, each pixel's summing to 1): they then stand in for the
-            one-hot below (this reference only; the kernel takes indices).
+        target: (B, H, W) integer class indices in [0, C).
 
     Returns:
         inter: (B, C) sum over pixels of softmax(logits)[c] * [target == c].
@@ -41,11 +39,7 @@ def dice_ce_stats_reference(
     num_classes = x.shape[1]
     logp = torch.log_softmax(x, dim=1)
     p = logp.exp()
-    if target.dim() == 4:
-        onehot = target.to(compute)
-    else:
-        onehot = torch.nn.functional.one_hot(target.long(), num_classes).permute(0, 3, 1, 2)
-        onehot = onehot.to(compute)
+    onehot = torch.nn.functional.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).to(compute)
     inter = (p * onehot).sum(dim=(2, 3))
     psum = p.sum(dim=(2, 3))
     gsum = onehot.sum(dim=(2, 3))
@@ -108,8 +102,7 @@ def dice_ce_loss_reference(
     smooth_dr: float = 1e-5,
 ) -> torch.Tensor:
     """``lambda_ce * CrossEntropy + lambda_dice * soft-Dice`` on (B, C, H, W) logits and
-    (B, H, W) integer targets (or (B, C, H, W) class fractions); returns a 0-d tensor (fp32,
-    or fp64 for fp64 logits)."""
+    (B, H, W) integer targets; returns a 0-d tensor (fp32, or fp64 for fp64 logits)."""
     inter, psum, gsum, ce = dice_ce_stats_reference(logits, target)
     return loss_from_stats(
         inter, psum, gsum, ce, target.shape[-2] * target.shape[-1],
