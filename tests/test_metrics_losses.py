@@ -105,3 +105,16 @@ def test_border_weight_is_a_weighted_cross_entropy():
     got = DiceCELoss(border_weight=w)(logits, target)
     assert float(got) == pytest.approx(float(expect), rel=1e-6)
     assert float(got) > float(DiceCELoss()(logits, target))
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_thin_background_is_the_max_pool_opening(size: int):
+    """The shifted-OR morphology equals the opening written with max-pools."""
+    target = torch.randint(0, 3, (3, 23, 31))
+    target[torch.rand(3, 23, 31) < 0.5] = 1
+    bg = (target == 0).float()[:, None]
+    r = size // 2
+    eroded = 1.0 - torch.nn.functional.max_pool2d(1.0 - bg, size, 1, r)
+    expect = (bg > torch.nn.functional.max_pool2d(eroded, size, 1, r))[:, 0]
+    got = thin_background(target, size)
+    assert torch.equal(got, expect) and got.any()

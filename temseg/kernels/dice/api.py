@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .._backend import Backend, use_triton
 from .configs import MAX_CLASSES
@@ -27,15 +28,22 @@ def _kernel_unsupported(logits: torch.Tensor, target: torch.Tensor) -> str | Non
     return None
 
 
-def _stats(logits: torch.Tensor, target: torch.Tensor, backend: Backend):
-    """(inter, psum, gsum, ce) from the kernel or the reference (``dice_ce_stats_reference``)."""
+def _stats(logits: torch.Tensor, target: torch.Tensor, backend: Backend,
+           weight: torch.Tensor | None = None):
+    """(inter, psum, gsum, ce) from the kernel or the reference (``dice_ce_stats_reference``).
+    The kernel has no pixel weights: with ``weight`` its CE gets the extra ``(weight - 1)``
+    share added from a separate PyTorch cross-entropy."""
     if use_triton(backend, logits):
         why = _kernel_unsupported(logits, target)
         if why is None:
-            return dice_ce_stats(logits, target)
+            inter, psum, gsum, ce = dice_ce_stats(logits, target)
+            if weight is not None:
+                extra = F.cross_entropy(logits.float(), target.long(), reduction="none")
+                ce = ce + (extra * (weight - 1)).sum((1, 2)).to(ce.dtype)
+            return inter, psum, gsum, ce
         if backend == "triton":
             raise ValueError(f"dice_ce_loss(backend='triton'): {why}")
-    return dice_ce_stats_reference(logits, target)
+    return dice_ce_stats_reference(logits, target, weight)
 
 
 def dice_ce_loss(
@@ -50,6 +58,7 @@ def dice_ce_loss(
     smooth_nr: float = 1e-5,
     smooth_dr: float = 1e-5,
     backend: Backend = "auto",
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``lambda_ce * CrossEntropy + lambda_dice * (1 - mean soft-Dice)``.
 
@@ -58,6 +67,8 @@ def dice_ce_loss(
         target: (B, H, W) integer class indices in [0, C).
         include_background, batch, smooth_nr, smooth_dr: as in ``monai.losses.DiceCELoss``.
         ignore_empty: Dice terms with an empty ground truth are left out of the mean.
+        weight: optional (B, H, W) weights of the pixels' cross-entropy (U-Net's weight map;
+            the mean is still over B * H * W); the Dice is unweighted.
         backend: ``"auto"`` (Triton on CUDA, PyTorch otherwise and for inputs the kernel does not
             take, e.g. fp64), ``"triton"`` (on CPU tensors needs ``TRITON_INTERPRET=1``) or
             ``"torch"``. ONNX export and ``torch.jit.trace`` always use the reference.
@@ -65,7 +76,7 @@ def dice_ce_loss(
     Returns:
         0-d fp32 tensor (fp64 for fp64 logits).
     """
-    inter, psum, gsum, ce = _stats(logits, target, backend)
+    inter, psum, gsum, ce = _stats(logits, target, backend, weight)
     return loss_from_stats(
         inter, psum, gsum, ce, target.shape[-2] * target.shape[-1],
         lambda_dice=lambda_dice, lambda_ce=lambda_ce, include_background=include_background,

@@ -20,30 +20,34 @@ import torch
 
 
 def dice_ce_stats_reference(
-    logits: torch.Tensor, target: torch.Tensor
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample, per-class soft-Dice sums and cross-entropy sums.
 
     Args:
         logits: (B, C, H, W) float logits (fp32/fp16/bf16/fp64); computed in at least fp32.
         target: (B, H, W) integer class indices in [0, C).
+        weight: optional (B, H, W) per-pixel weights of the cross-entropy (not of the Dice).
 
     Returns:
         inter: (B, C) sum over pixels of softmax(logits)[c] * [target == c].
         psum:  (B, C) sum over pixels of softmax(logits)[c].
         gsum:  (B, C) number of pixels with target == c (same dtype as inter).
-        ce:    (B,) sum over pixels of -log softmax(logits)[target].
+        ce:    (B,) sum over pixels of -log softmax(logits)[target] (times ``weight``).
     """
     compute = torch.float64 if logits.dtype == torch.float64 else torch.float32
     x = logits.to(compute)
-    num_classes = x.shape[1]
+    b, num_classes = x.shape[:2]
     logp = torch.log_softmax(x, dim=1)
-    p = logp.exp()
-    onehot = torch.nn.functional.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).to(compute)
-    inter = (p * onehot).sum(dim=(2, 3))
-    psum = p.sum(dim=(2, 3))
-    gsum = onehot.sum(dim=(2, 3))
-    ce = -(logp * onehot).sum(dim=(1, 2, 3))
+    psum = logp.exp().sum(dim=(2, 3))
+    # the target class's log-probability per pixel; the one-hot is never materialised
+    index = target.long().reshape(b, 1, -1)
+    logp_t = logp.reshape(b, num_classes, -1).gather(1, index)[:, 0]  # (B, H*W)
+    inter = x.new_zeros(b, num_classes).scatter_add_(1, index[:, 0], logp_t.exp())
+    gsum = x.new_zeros(b, num_classes).scatter_add_(1, index[:, 0], torch.ones_like(logp_t))
+    if weight is not None:
+        logp_t = logp_t * weight.reshape(b, -1).to(compute)
+    ce = -logp_t.sum(dim=1)
     return inter, psum, gsum, ce
 
 
@@ -100,10 +104,12 @@ def dice_ce_loss_reference(
     ignore_empty: bool = True,
     smooth_nr: float = 1e-5,
     smooth_dr: float = 1e-5,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``lambda_ce * CrossEntropy + lambda_dice * soft-Dice`` on (B, C, H, W) logits and
-    (B, H, W) integer targets; returns a 0-d tensor (fp32, or fp64 for fp64 logits)."""
-    inter, psum, gsum, ce = dice_ce_stats_reference(logits, target)
+    (B, H, W) integer targets (``weight``: (B, H, W) of the cross-entropy's pixels); returns
+    a 0-d tensor (fp32, or fp64 for fp64 logits)."""
+    inter, psum, gsum, ce = dice_ce_stats_reference(logits, target, weight)
     return loss_from_stats(
         inter, psum, gsum, ce, target.shape[-2] * target.shape[-1],
         lambda_dice=lambda_dice, lambda_ce=lambda_ce, include_background=include_background,
