@@ -236,11 +236,6 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--heads", type=int, default=None,
                    help=f"attention heads in the bottleneck (default {DEFAULT_MODEL.heads}, "
                         "or --init's)")
-    t.add_argument("--logit-offsets", action=argparse.BooleanOptionalAction,
-                   default=d("logit_offsets"),
-                   help="best.pt gets per-class logit offsets that maximise the validation "
-                        "crops' mean Dice, in its head's bias (undoes the class-prior shift "
-                        "of the border weight; docs/accuracy.md)")
     t.add_argument("--subpixel", type=int, default=None, metavar="S",
                    help="the network works on a grid S times coarser than the images "
                         "(pixel-unshuffle in, pixel-shuffle out; default "
@@ -464,7 +459,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         val_crop=args.val_crop,
         val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
         weight_decay=args.weight_decay, lambda_dice=args.lambda_dice,
-        border_weight=args.border_weight, logit_offsets=args.logit_offsets, seed=args.seed,
+        border_weight=args.border_weight, seed=args.seed,
         amp=args.amp, compile=args.compile, device=args.device,
         num_workers=args.num_workers, threads=args.threads, progress=not args.no_progress,
         resume=args.resume, init=args.init, model=_model_config(args, init))

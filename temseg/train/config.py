@@ -60,9 +60,6 @@ class TrainConfig:
     # cross-entropy of the thin background lines between touching objects counts 1 + this
     # (temseg.losses.thin_background; 0: off; docs/accuracy.md, "The lines")
     border_weight: float = 5.0
-    # best.pt gets per-class logit offsets chosen on the validation crops, in its head's bias
-    # (temseg.train.offsets: the border weight's background surplus undone)
-    logit_offsets: bool = True
     seed: int = 0
     amp: str = "auto"
     compile: str = "auto"

@@ -45,7 +45,6 @@ from ..policy import choose_compile, choose_device, choose_precision
 from ..progress import progress_bar
 from .config import TrainConfig
 from .curves import plot_curves
-from .offsets import add_to_head, logit_offsets
 from .split import split_samples
 
 log = logging.getLogger("temseg.train")
@@ -210,25 +209,17 @@ def claim_run_folder(out: Path, started: float) -> FolderLock:
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, loader: DataLoader, loss_fn: torch.nn.Module,
-             device: torch.device, num_classes: int, stride: int = 3
-             ) -> tuple[np.ndarray, float, tuple[torch.Tensor, torch.Tensor]]:
-    """Confusion matrix (C, C) and mean loss of ``model`` on ``loader``'s crops, and the
-    logits (N, C) and labels (N,) of every ``stride``-th pixel in each direction (for
-    :func:`temseg.train.offsets.logit_offsets`)."""
+             device: torch.device, num_classes: int) -> tuple[np.ndarray, float]:
+    """Confusion matrix (C, C) and mean loss of ``model`` on ``loader``'s crops."""
     model.eval()
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    losses, kept_logits, kept_labels = [], [], []
+    losses = []
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         logits = model(x).float()
         losses.append(float(loss_fn(logits, y)))
         cm += confusion_matrix(logits.argmax(1), y, num_classes)
-        sub = logits[..., ::stride, ::stride]
-        kept_logits.append(sub.permute(0, 2, 3, 1).reshape(-1, num_classes).cpu())
-        kept_labels.append(y[..., ::stride, ::stride].reshape(-1).cpu())
-    kept = (torch.cat(kept_logits), torch.cat(kept_labels)) if kept_logits else (
-        torch.zeros(0, num_classes), torch.zeros(0, dtype=torch.long))
-    return cm, float(np.mean(losses)) if losses else float("nan"), kept
+    return cm, float(np.mean(losses)) if losses else float("nan")
 
 
 def _normalized(samples: list[Sample], norm: Normalization) -> list[np.ndarray]:
@@ -322,8 +313,7 @@ class Trainer:
         self._build_data(norm)
         self._build_optimizer()
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed": 0.0, "best": -1.0,
-                                      "best_epoch": None, "history": [],
-                                      "logit_offsets": None}
+                                      "best_epoch": None, "history": []}
         if resume_from is not None:
             self._resume(resume_from)
             if config.init and ddp.main:
@@ -404,8 +394,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{path}: its optimiser state does not fit the model "
                              f"({type(exc).__name__}: {exc})") from exc
-        self.state = {k: ts[k] if k in _TRAIN_STATE else ts.get(k, v)
-                      for k, v in self.state.items()}
+        self.state = {k: ts[k] for k in self.state}
         if self.ddp.main:
             log.info("resumed from %s at epoch %d", path, self.state["epoch"])
 
@@ -504,8 +493,8 @@ class Trainer:
 
     def _validate_and_save(self, stats: EpochStats) -> None:
         state, names = self.state, self.classes.names
-        cm, val_loss, kept = validate(self.net, self.val_loader, self.loss_fn,
-                                      self.ddp.device, self.classes.num_classes)
+        cm, val_loss = validate(self.net, self.val_loader, self.loss_fn, self.ddp.device,
+                                self.classes.num_classes)
         report = summarize(cm, names)
         row = {
             "epoch": stats.epoch + 1, "step": state["step"], "partial_epoch": stats.stopped,
@@ -519,7 +508,7 @@ class Trainer:
         improved = (report["mean_dice"] or 0.0) > state["best"]
         if improved:
             state["best"], state["best_epoch"] = report["mean_dice"] or 0.0, stats.epoch + 1
-            self._save_best(*kept)
+            save_checkpoint(self.out / "best.pt", self.model)
         save_checkpoint(self.out / "last.pt", self.model, {
             **state, "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict()})
@@ -530,33 +519,12 @@ class Trainer:
                  "undefined" if mean is None else f"{mean:.4f}",
                  " *best*" if improved else "", state["elapsed"])
 
-    def _save_best(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """``best.pt``: the weights with the validation crops' class logit offsets in the
-        head's bias (:mod:`temseg.train.offsets`; the training weights stay as they are)."""
-        offsets = logit_offsets(logits, labels) if self.config.logit_offsets else None
-        self.state["logit_offsets"] = None if offsets is None else [
-            round(o, 4) for o in offsets.tolist()]
-        if offsets is None or not offsets.any():
-            save_checkpoint(self.out / "best.pt", self.model)
-            return
-        bias = self.net.head.bias.detach().clone()
-        add_to_head(self.net, offsets)
-        try:
-            save_checkpoint(self.out / "best.pt", self.model)
-        finally:
-            with torch.no_grad():
-                self.net.head.bias.copy_(bias)
-        log.info("best.pt: class logit offsets %s (validation crops)",
-                 ", ".join(f"{n} {o:+.1f}" for n, o in zip(self.classes.names,
-                                                            offsets.tolist(), strict=True)))
-
     def summary(self, stopped: bool) -> dict[str, Any]:
         """The run's summary, also written to ``summary.json``."""
         state = self.state
         summary = {"epochs_done": state["epoch"], "steps": state["step"],
                    "elapsed_s": state["elapsed"], "best_epoch": state["best_epoch"],
                    "best_val_mean_dice": state["best"], "stopped_by_time_limit": stopped,
-                   "logit_offsets": state["logit_offsets"],
                    "precision": self.precision.reason, "compile": self.compile_reason,
                    "train_images": [s.name for s in self.train_s],
                    "val_images": [s.name for s in self.val_s], "out": str(self.out)}
