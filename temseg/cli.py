@@ -236,11 +236,6 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--heads", type=int, default=None,
                    help=f"attention heads in the bottleneck (default {DEFAULT_MODEL.heads}, "
                         "or --init's)")
-    t.add_argument("--subpixel", type=int, default=None, metavar="S",
-                   help="the network works on a grid S times coarser than the images "
-                        "(pixel-unshuffle in, pixel-shuffle out; default "
-                        f"{DEFAULT_MODEL.subpixel}, or --init's); give --pixel-size and "
-                        "--patch-size at the images' resolution")
     t.add_argument("--no-attention", action="store_true")
     t.add_argument("--init", default=None, metavar="MODEL",
                    help="start from these weights: a checkpoint, run folder or shipped model "
@@ -285,7 +280,7 @@ def _model_config(args: argparse.Namespace, init: dict | None) -> UNetConfig:
     if init is not None:
         base = UNetConfig.from_dict(init["model_config"])
         base = UNetConfig(**{**base.to_dict(), "num_classes": DEFAULT_MODEL.num_classes})
-    given = {k: getattr(args, k) for k in ("width", "depth", "heads", "subpixel")
+    given = {k: getattr(args, k) for k in ("width", "depth", "heads")
              if getattr(args, k) is not None}
     if args.no_attention:
         given["attention"] = False

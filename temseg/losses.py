@@ -25,8 +25,6 @@ class DiceCELoss(nn.Module):
             objects (:func:`thin_background`) counts ``1 + w`` times (the ``weight`` of
             :func:`temseg.kernels.dice_ce_loss`), U-Net's separation weight map (Ronneberger
             et al. 2015) in its simplest form; 0: off. Not MONAI's.
-        border_size: the opening of :func:`thin_background` (lines narrower than this many
-            pixels; odd).
 
     Forward: logits (B, C, H, W) float, target (B, H, W) int64 -> 0-d fp32 loss.
     """
@@ -41,10 +39,9 @@ class DiceCELoss(nn.Module):
         lambda_dice: float = 0.5,
         lambda_ce: float = 1.0,
         border_weight: float = 0.0,
-        border_size: int = 3,
     ) -> None:
         super().__init__()
-        self.border_weight, self.border_size = border_weight, border_size
+        self.border_weight = border_weight
         self.kwargs = dict(include_background=include_background, batch=batch,
                            ignore_empty=ignore_empty, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
                            lambda_dice=lambda_dice, lambda_ce=lambda_ce)
@@ -52,7 +49,7 @@ class DiceCELoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = None
         if self.border_weight:
-            weight = 1.0 + self.border_weight * thin_background(target, self.border_size)
+            weight = 1.0 + self.border_weight * thin_background(target)
         return dice_ce_loss(logits, target, weight=weight, **self.kwargs)
 
 

@@ -120,8 +120,7 @@ class ModelSpec:
             config = UNetConfig.from_dict(ckpt["model_config"])
             return cls(Normalization.from_dict(ckpt["normalization"]),
                        ClassTable.from_dict(ckpt["classes"]), int(ckpt["patch_size"]),
-                       ckpt.get("pixel_size_um"),
-                       tile_multiple=2 ** config.depth * config.subpixel,
+                       ckpt.get("pixel_size_um"), tile_multiple=2 ** config.depth,
                        model_config=config.to_dict())
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: invalid temseg checkpoint metadata: {exc}") from exc

@@ -37,11 +37,11 @@ TEM_IMAGES = sorted((REPO.parent / "shared" / "data" / "tem-mouse-cc" / "images"
 TOL = 1e-4  # fp32 ONNX Runtime vs PyTorch eager, max abs difference of the logits
 
 
-def small_model(patch_size: int = 64, seed: int = 0, subpixel: int = 1) -> SegmentationModel:
+def small_model(patch_size: int = 64, seed: int = 0) -> SegmentationModel:
     """A narrow random ResUNet whose head is scaled up so that its labels vary over an image
     (random weights give near-constant logits otherwise). Fine for parity tests."""
     torch.manual_seed(seed)
-    model = SegmentationModel(build_model(UNetConfig(width=8, heads=2, subpixel=subpixel)),
+    model = SegmentationModel(build_model(UNetConfig(width=8, heads=2)),
                               Normalization(1.0, 99.0), patch_size=patch_size,
                               pixel_size_um=0.0125)
     with torch.no_grad():
@@ -163,23 +163,6 @@ def test_every_op_is_on_tensorrt_10s_onnx_operator_list(exported: Path, exported
         ops = {op for _, op in onnx_op_types(proto)}
         assert ops <= TENSORRT_10_ONNX_OPS, sorted(ops - TENSORRT_10_ONNX_OPS)
         assert unsupported_ops(proto) == []
-
-
-def test_subpixel_model_exports_with_tensorrt_ops_and_matches_torch(tmp_path: Path):
-    """--subpixel 2: SpaceToDepth / DepthToSpace in the graph (both on TensorRT's list),
-    tiles in multiples of 16, ONNX Runtime equal to PyTorch."""
-    model = small_model(subpixel=2)
-    proto_path = export_onnx(model, tmp_path / "sub.onnx")
-    proto = onnx.load(str(proto_path))
-    ops = {op for _, op in onnx_op_types(proto)}
-    assert ops <= TENSORRT_10_ONNX_OPS and unsupported_ops(proto) == []
-    assert read_onnx_metadata(proto_path).tile_multiple == 16
-    session = ort.InferenceSession(str(proto_path), providers=["CPUExecutionProvider"])
-    x = torch.randn(2, 1, 64, 96)
-    (got,) = session.run(None, {"image": x.numpy()})
-    with torch.no_grad():
-        ref = model(x).numpy()
-    assert got.shape == (2, 5, 64, 96) and np.abs(got - ref).max() < TOL
 
 
 def test_polygraphy_sanitize_finds_nothing_left_to_fold(exported: Path, tmp_path: Path):

@@ -23,24 +23,6 @@ def test_padding_crops_back_consistently():
     torch.testing.assert_close(model(x), model(padded)[..., :30, :44])
 
 
-def test_subpixel_is_the_coarse_network_between_unshuffle_and_shuffle():
-    """subpixel=2: the network of in_channels 4 and 4 * C outputs on the half-resolution
-    grid, pixel-unshuffled in and shuffled out; any size (padded to 2 * 2**depth) works."""
-    torch.manual_seed(0)
-    fine = build_model(UNetConfig(width=8, heads=2, subpixel=2)).eval()
-    coarse = build_model(UNetConfig(width=8, heads=2, in_channels=4, num_classes=20)).eval()
-    coarse.load_state_dict(fine.state_dict())
-    assert fine.multiple == 16
-    x = torch.randn(2, 1, 64, 48)
-    expect = torch.nn.functional.pixel_shuffle(
-        coarse(torch.nn.functional.pixel_unshuffle(x, 2)), 2)
-    torch.testing.assert_close(fine(x), expect)
-    # a 1-px line is seen in the input and can be drawn in the output (no 2x2 blocks)
-    out = fine(torch.randn(1, 1, 37, 50))
-    assert out.shape == (1, 5, 37, 50)
-    assert not torch.equal(out[..., 0::2, 0::2], out[..., 1::2, 0::2])
-
-
 def test_config_round_trip_and_architecture():
     cfg = UNetConfig(width=16, depth=3, heads=4)
     assert UNetConfig.from_dict(cfg.to_dict()) == cfg

@@ -13,11 +13,7 @@ from .blocks import ResidualBlock, SelfAttention2d, conv_bn_act
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """Architecture of :class:`ResUNet`. Channels at level ``i`` are ``width * 2**i``.
-
-    ``subpixel``: the network works on a grid ``subpixel`` times coarser than its input and
-    output (pixel-unshuffle in, pixel-shuffle out): the context and cost of the coarse grid,
-    with every input pixel seen and every output pixel predicted (1: off)."""
+    """Architecture of :class:`ResUNet`. Channels at level ``i`` are ``width * 2**i``."""
 
     in_channels: int = 1
     num_classes: int = 5
@@ -27,7 +23,6 @@ class UNetConfig:
     bottleneck_blocks: int = 2
     heads: int = 8
     attention: bool = True
-    subpixel: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,11 +37,8 @@ class ResUNet(nn.Module):
     of residual blocks + multi-head self-attention; nearest upsampling, skip connections and conv
     refinement; 1x1 conv to the classes.
 
-    With ``subpixel`` s > 1 the input is pixel-unshuffled to s*s channels on the coarse grid
-    and the head predicts s*s sub-pixels per class, pixel-shuffled back (Shi et al. 2016).
-
-    Any input size works: the input is reflect-padded to a multiple of ``s * 2**depth`` and
-    the logits are cropped back.
+    Any input size works: the input is reflect-padded to a multiple of ``2**depth`` and the
+    logits are cropped back.
 
     Input (B, in_channels, H, W) float; output (B, num_classes, H, W) logits.
     """
@@ -55,8 +47,7 @@ class ResUNet(nn.Module):
         super().__init__()
         self.config = config
         ch = [config.width * 2**i for i in range(config.depth + 1)]
-        s2 = config.subpixel ** 2
-        self.stem = conv_bn_act(config.in_channels * s2, ch[0])
+        self.stem = conv_bn_act(config.in_channels, ch[0])
         self.down = nn.ModuleList(
             nn.Sequential(ResidualBlock(ch[i], ch[i + 1], stride=2),
                           *[ResidualBlock(ch[i + 1], ch[i + 1])
@@ -72,12 +63,12 @@ class ResUNet(nn.Module):
             nn.Sequential(conv_bn_act(ch[i + 1] + ch[i], ch[i]), conv_bn_act(ch[i], ch[i]))
             for i in reversed(range(config.depth))
         )
-        self.head = nn.Conv2d(ch[0], config.num_classes * s2, 1)
+        self.head = nn.Conv2d(ch[0], config.num_classes, 1)
 
     @property
     def multiple(self) -> int:
         """Input sizes that are multiples of this need no padding."""
-        return 2**self.config.depth * self.config.subpixel
+        return 2**self.config.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -86,9 +77,6 @@ class ResUNet(nn.Module):
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        s = self.config.subpixel
-        if s > 1:
-            x = F.pixel_unshuffle(x, s)
         skips = [self.stem(x)]
         for stage in self.down:
             skips.append(stage(skips[-1]))
@@ -97,6 +85,4 @@ class ResUNet(nn.Module):
             y = F.interpolate(y, scale_factor=2.0, mode="nearest")
             y = refine(torch.cat([y, skips.pop()], dim=1))
         logits = self.head(y)
-        if s > 1:
-            logits = F.pixel_shuffle(logits, s)
         return logits[..., :h, :w] if (ph or pw) else logits

@@ -114,8 +114,7 @@ def model_problems(m: UNetConfig) -> list[str]:
     """What is wrong with an architecture (empty when nothing)."""
     problems = [p for p in (_integer("model.width", m.width, 1),
                             _integer("model.depth", m.depth, 1),
-                            _integer("model.heads", m.heads, 1),
-                            _integer("model.subpixel", m.subpixel, 1)) if p]
+                            _integer("model.heads", m.heads, 1)) if p]
     if not problems and m.attention and (m.width * 2**m.depth) % m.heads:
         problems.append(f"{_name('model.heads')} = {m.heads} must divide the bottleneck width "
                         f"{m.width * 2**m.depth} (width {m.width} * 2**depth {m.depth})")
@@ -125,7 +124,7 @@ def model_problems(m: UNetConfig) -> list[str]:
 def config_problems(c: TrainConfig) -> list[str]:
     """Every out-of-range value of ``c`` (empty when none), each naming the field."""
     problems = model_problems(c.model)
-    multiple = 2 ** c.model.depth * c.model.subpixel if not problems else 1
+    multiple = 2 ** c.model.depth if not problems else 1
     checks = [
         _integer("epochs", c.epochs, 1),
         None if c.time_limit is None else _check("time_limit", c.time_limit,
@@ -134,8 +133,7 @@ def config_problems(c: TrainConfig) -> list[str]:
         _integer("batch_size", c.batch_size, 1),
         _check("patch_size", c.patch_size, isinstance(c.patch_size, int) and c.patch_size > 0
                and c.patch_size % multiple == 0,
-               f"a positive multiple of {multiple} (subpixel * 2**depth, the model's size "
-               "multiple)"),
+               f"a positive multiple of {multiple} (2**depth, the model's size multiple)"),
         _integer("patches_per_image", c.patches_per_image, 1),
         _check("scale_augment", c.scale_augment, _number(c.scale_augment)
                and c.scale_augment >= 1, ">= 1 (1: no zoom)"),

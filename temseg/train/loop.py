@@ -362,9 +362,7 @@ class Trainer:
              {"params": no_decay, "weight_decay": 0.0}], lr=c.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaler)
         self.loss_fn = DiceCELoss(batch=True, lambda_dice=c.lambda_dice,
-                                  border_weight=c.border_weight,
-                                  # the same physical lines on a finer grid
-                                  border_size=2 * c.model.subpixel + 1)
+                                  border_weight=c.border_weight)
 
     def _initialise(self, source: str) -> None:
         """Start from the weights of ``source`` (a checkpoint, run folder or shipped model):

@@ -75,6 +75,23 @@ def test_loss_matches_float64_with_upstream_weight(batch):
     assert_close_to_ref(grad, grad_ref, 1e-5, "dlogits")
 
 
+def test_pixel_weights_on_the_kernel_path_match_the_reference():
+    """``weight`` (the border weight's map): the kernel's CE plus the separate weighted share
+    equals the reference's weighted CE, loss and gradient, against float64."""
+    logits, target = _inputs(2, 5, 17, 24)
+    pixel_w = 1 + 4 * (torch.rand(2, 17, 24) < 0.2).float()
+    loss = dice_ce_loss(logits, target, batch=True, weight=pixel_w, backend="triton")
+    (grad,) = torch.autograd.grad(loss, logits)
+    x64 = logits.detach().double().requires_grad_()
+    ref = dice_ce_loss_reference(x64, target, batch=True, weight=pixel_w)
+    (grad_ref,) = torch.autograd.grad(ref, x64)
+    assert_close_to_ref(loss, ref, 1e-5, "loss")
+    assert_close_to_ref(grad, grad_ref, 1e-5, "dlogits")
+    ce = torch.nn.functional.cross_entropy(x64.detach(), target, reduction="none")
+    plain = dice_ce_loss_reference(x64.detach(), target, batch=True, lambda_ce=0.0)
+    assert float(ref) == pytest.approx(float((ce * pixel_w).mean() + plain), rel=1e-10)
+
+
 @pytest.mark.parametrize("batch", [True, False])
 def test_absent_class_rule(batch):
     """Class 3 missing from the whole target and class 1 missing from sample 0: the empty
