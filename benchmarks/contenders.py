@@ -232,7 +232,8 @@ def loss_inputs(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, tor
 
 def loss_impls() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
     """name -> loss(logits, target): the baseline, temseg's DiceCELoss (training settings:
-    batch Dice, lambda_dice 0.5) and MONAI's DiceCELoss with the same settings."""
+    batch Dice, lambda_dice 0.5; with and without the default border weight 5, which MONAI has
+    no equivalent of) and MONAI's DiceCELoss with the same settings."""
     from monai.losses import DiceCELoss as MonaiDiceCELoss
 
     from temseg.losses import DiceCELoss
@@ -242,6 +243,8 @@ def loss_impls() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     return {
         "baseline (one-hot, separate tensors)": BaselineDiceCELoss(),
         "temseg DiceCELoss": DiceCELoss(batch=True, lambda_dice=0.5),
+        "temseg DiceCELoss, border weight 5": DiceCELoss(batch=True, lambda_dice=0.5,
+                                                         border_weight=5.0),
         "MONAI DiceCELoss": lambda logits, target: monai_loss(logits, target[:, None]),
     }
 
