@@ -163,6 +163,48 @@ def _name_dims(model: Any) -> None:
                 dims[i].dim_param = name
 
 
+def _trace(wrapper: nn.Module, path: Path, tile: int, multiple: int, opset: int,
+           max_tile: int, max_batch: int) -> Any:
+    """The dynamo ONNX export of ``wrapper`` traced on a (2, 1, tile, tile) sample, batch and
+    tile sides symbolic (multiples of ``multiple``); RuntimeError naming ``path``."""
+    sample = torch.zeros(2, 1, tile, tile)
+    dim = torch.export.Dim
+    dynamic_shapes = {INPUT_NAME: {
+        0: dim("batch", min=1, max=max_batch),
+        2: multiple * dim("h_blocks", min=1, max=max_tile // multiple),
+        3: multiple * dim("w_blocks", min=1, max=max_tile // multiple),
+    }}
+    with reference_ops("math"), torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                wrapper, (sample,), None, dynamo=True, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic_shapes, optimize=True, external_data=False,
+                verbose=False)
+        except Exception as exc:
+            raise RuntimeError(f"{path}: ONNX export failed: {type(exc).__name__}: "
+                               f"{exc}") from exc
+    return program.model_proto
+
+
+def _describe(proto: Any, model: nn.Module, softmax: bool, opset: int, dtype: torch.dtype,
+              multiple: int) -> None:
+    """The model's :class:`ModelSpec` as ``proto``'s metadata, its producer and doc string."""
+    import onnx
+
+    del proto.metadata_props[:]
+    info = ModelSpec.from_model(
+        model, softmax=softmax, opset=opset, dtype=str(dtype).removeprefix("torch."),
+        torch_version=torch.__version__, exporter="torch.onnx.export(dynamo=True)")
+    onnx.helper.set_model_props(proto, flat_metadata(info))
+    proto.producer_name = "temseg"
+    proto.doc_string = (f"temseg segmentation model: {INPUT_NAME} (B,1,H,W) float32 normalised "
+                        f"tiles -> {OUTPUT_NAME} (B,C,H,W) float32 "
+                        f"{'probabilities' if softmax else 'logits'}; H, W multiples of "
+                        f"{multiple}")
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -205,7 +247,6 @@ def export_onnx(
         raise ValueError(f"{path}: opset {opset} requested, temseg exports opset >= {MIN_OPSET}")
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"{path}: dtype must be float32, float16 or bfloat16, got {dtype}")
-    info_src = model
     net = getattr(getattr(model, "net", model), "_orig_mod", getattr(model, "net", model))
     multiple = int(getattr(net, "multiple", 8))
     patch = int(getattr(model, "patch_size", 256))
@@ -215,39 +256,12 @@ def export_onnx(
 
     wrapper = ExportWrapper(copy.deepcopy(net).cpu().eval(), softmax, dtype).to(dtype)
     wrapper.dtype = dtype
-    sample = torch.zeros(2, 1, tile, tile)
-    dim = torch.export.Dim
-    dynamic_shapes = {INPUT_NAME: {
-        0: dim("batch", min=1, max=max_batch),
-        2: multiple * dim("h_blocks", min=1, max=max_tile // multiple),
-        3: multiple * dim("w_blocks", min=1, max=max_tile // multiple),
-    }}
-    with reference_ops("math"), torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(
-                wrapper, (sample,), None, dynamo=True, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=dynamic_shapes, optimize=True, external_data=False,
-                verbose=False)
-        except Exception as exc:
-            raise RuntimeError(f"{path}: ONNX export failed: {type(exc).__name__}: "
-                               f"{exc}") from exc
-    proto = program.model_proto
+    proto = _trace(wrapper, path, tile, multiple, opset, max_tile, max_batch)
     if simplify:
         with _quiet_exporter():
             proto = sanitize(proto)
     _name_dims(proto)
-    del proto.metadata_props[:]
-    info = ModelSpec.from_model(
-        info_src, softmax=softmax, opset=opset, dtype=str(dtype).removeprefix("torch."),
-        torch_version=torch.__version__, exporter="torch.onnx.export(dynamo=True)")
-    onnx.helper.set_model_props(proto, flat_metadata(info))
-    proto.producer_name = "temseg"
-    proto.doc_string = (f"temseg segmentation model: {INPUT_NAME} (B,1,H,W) float32 normalised "
-                        f"tiles -> {OUTPUT_NAME} (B,C,H,W) float32 "
-                        f"{'probabilities' if softmax else 'logits'}; H, W multiples of "
-                        f"{multiple}")
+    _describe(proto, model, softmax, opset, dtype, multiple)
     ops = {op for dom, op in onnx_op_types(proto) if dom == ""}
     if "Pad" in ops:
         raise RuntimeError(f"{path}: exported graph contains a Pad node (tile padding was "

@@ -167,6 +167,37 @@ def _parse_errors(parser: trt.OnnxParser) -> str:
     return "; ".join(msgs) or "unknown parser error"
 
 
+def _builder_config(trt: Any, builder: Any, info: ModelSpec, profiles: Sequence[ShapeProfile],
+                    precision: str, strongly_typed: bool, workspace_gb: float) -> Any:
+    """The builder config: workspace limit, the precision flag of a weakly typed build and
+    one optimisation profile per ``profiles`` entry."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if not strongly_typed:
+        if precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif precision == "bf16":
+            config.set_flag(trt.BuilderFlag.BF16)
+    for p in profiles:
+        profile = builder.create_optimization_profile()
+        lo, opt, hi = p.shapes()
+        profile.set_shape(info.input_name, trt.Dims(list(lo)), trt.Dims(list(opt)),
+                          trt.Dims(list(hi)))
+        config.add_optimization_profile(profile)
+    return config
+
+
+def _load_timing_cache(config: Any, cache_path: Path) -> None:
+    """Give ``config`` the timing cache in ``cache_path`` (a new one when it is missing or
+    was made for another GPU / TensorRT)."""
+    blob = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        log.warning("%s: timing cache does not match this GPU/TensorRT; starting a new one",
+                    cache_path)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=True)
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -219,28 +250,11 @@ def build_engine(
     if not parser.parse_from_file(str(onnx_path)):
         raise RuntimeError(f"{onnx_path}: TensorRT's ONNX parser failed: {_parse_errors(parser)}")
 
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if not strongly_typed:
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        elif precision == "bf16":
-            config.set_flag(trt.BuilderFlag.BF16)
-    for p in profiles:
-        profile = builder.create_optimization_profile()
-        lo, opt, hi = p.shapes()
-        profile.set_shape(info.input_name, trt.Dims(list(lo)), trt.Dims(list(opt)),
-                          trt.Dims(list(hi)))
-        config.add_optimization_profile(profile)
-
+    config = _builder_config(trt, builder, info, profiles, precision, strongly_typed,
+                             workspace_gb)
     cache_path = Path(timing_cache) if timing_cache is not None else None
     if cache_path is not None:
-        blob = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = config.create_timing_cache(blob)
-        if not config.set_timing_cache(cache, ignore_mismatch=False):
-            log.warning("%s: timing cache does not match this GPU/TensorRT; starting a new one",
-                        cache_path)
-            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=True)
+        _load_timing_cache(config, cache_path)
 
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
