@@ -228,6 +228,9 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--border-weight", type=float, default=d("border_weight"), metavar="W",
                    help="the cross-entropy of the thin background lines between touching "
                         "axons counts 1 + W times (U-Net's separation weights; 0: off)")
+    t.add_argument("--ema-decay", type=float, default=d("ema_decay"), metavar="D",
+                   help="validate and save a moving average of the weights, decay D per "
+                        "step (e.g. 0.99; 0: off)")
     t.add_argument("--width", type=int, default=None,
                    help=f"channels after the stem (default {DEFAULT_MODEL.width}, or the "
                         "--init checkpoint's)")
@@ -454,7 +457,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         val_crop=args.val_crop,
         val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,
         weight_decay=args.weight_decay, lambda_dice=args.lambda_dice,
-        border_weight=args.border_weight, seed=args.seed,
+        border_weight=args.border_weight, ema_decay=args.ema_decay, seed=args.seed,
         amp=args.amp, compile=args.compile, device=args.device,
         num_workers=args.num_workers, threads=args.threads, progress=not args.no_progress,
         resume=args.resume, init=args.init, model=_model_config(args, init))

@@ -227,6 +227,7 @@ OPTIONS = [  # (TrainConfig fields, the CLI flags, a substring of the library's 
     ({"gamma_augment": 0.5}, ["--gamma-augment", "0.5"], "gamma_augment"),
     ({"blur_augment": -1.0}, ["--blur-augment", "-1"], "blur_augment"),
     ({"border_weight": -1.0}, ["--border-weight", "-1"], "border_weight"),
+    ({"ema_decay": 1.0}, ["--ema-decay", "1"], "ema_decay"),
     ({"pixel_size": 0.0}, ["--pixel-size", "0"], "pixel_size"),
 ]
 

@@ -11,6 +11,7 @@ from temseg.checkpoint import read_checkpoint, save_checkpoint
 from temseg.data import load_dataset
 from temseg.models import UNetConfig
 from temseg.train import TrainConfig, loop, lr_factor, train
+from temseg.train.ema import WeightAverage
 
 TINY = UNetConfig(width=8, heads=2)
 
@@ -54,9 +55,10 @@ def test_run_writes_outputs_and_checkpoint_round_trips(blocks: Path, tmp_path: P
     torch.testing.assert_close(load_model(again).calibration, cal)
 
 
-def test_resume_equals_uninterrupted(blocks: Path, tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_equals_uninterrupted(blocks: Path, tmp_path: Path, monkeypatch, ema: float):
     straight = tmp_path / "straight"
-    train(tiny_config(blocks, straight, epochs=2))
+    train(tiny_config(blocks, straight, epochs=2, ema_decay=ema))
     resumed = tmp_path / "resumed"
 
     def crash(*args, **kwargs):
@@ -65,13 +67,39 @@ def test_resume_equals_uninterrupted(blocks: Path, tmp_path: Path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(loop, "_write_metrics", crash)
         with pytest.raises(KeyboardInterrupt):
-            train(tiny_config(blocks, resumed, epochs=2))
+            train(tiny_config(blocks, resumed, epochs=2, ema_decay=ema))
     assert read_checkpoint(resumed / "last.pt")["train_state"]["epoch"] == 1
-    train(tiny_config(blocks, resumed, epochs=2, resume=True))  # picks up last.pt
-    a = read_checkpoint(straight / "last.pt")["state_dict"]
-    b = read_checkpoint(resumed / "last.pt")["state_dict"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    train(tiny_config(blocks, resumed, epochs=2, resume=True, ema_decay=ema))  # its last.pt
+    a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(resumed / "last.pt")
+    for key in ("state_dict",) + (("weights",) if ema else ()):
+        x, y = a.get(key, a["train_state"].get(key)), b.get(key, b["train_state"].get(key))
+        for k in x:
+            torch.testing.assert_close(x[k], y[k], rtol=1e-5, atol=1e-6, msg=f"{key} {k}")
+    if ema:  # the saved model is the average, not the raw weights of the last step
+        w = a["train_state"]["weights"]
+        assert any(not torch.equal(w[k], a["state_dict"][k]) for k in w)
+
+
+def test_weight_average_follows_its_formula():
+    net = torch.nn.Linear(3, 2)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    ema = WeightAverage(net, decay=0.5)
+    expected = {k: v.clone() for k, v in start.items()}
+    for t in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0 + t)
+        ema.update(net)
+        d = min(0.5, (1 + t) / (10 + t))
+        expected = {k: d * expected[k] + (1 - d) * v for k, v in net.state_dict().items()}
+    raw = {k: v.clone() for k, v in net.state_dict().items()}
+    with ema.applied(net):
+        for k, v in net.state_dict().items():
+            torch.testing.assert_close(v, expected[k])
+    for k, v in net.state_dict().items():  # the raw weights are back
+        torch.testing.assert_close(v, raw[k])
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(net, decay=1.0)
 
 
 def test_same_seed_same_weights(blocks: Path, tmp_path: Path):

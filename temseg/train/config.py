@@ -60,6 +60,9 @@ class TrainConfig:
     # cross-entropy of the thin background lines between touching objects counts 1 + this
     # (temseg.losses.thin_background; 0: off; docs/accuracy.md, "The lines")
     border_weight: float = 5.0
+    # validate and save an exponential moving average of the weights (temseg.train.ema;
+    # 0: off, the raw weights)
+    ema_decay: float = 0.0
     seed: int = 0
     amp: str = "auto"
     compile: str = "auto"
@@ -155,6 +158,8 @@ def config_problems(c: TrainConfig) -> list[str]:
         _check("warmup", c.warmup, _number(c.warmup) and 0 <= c.warmup < 1, "in [0, 1)"),
         _check("border_weight", c.border_weight, _number(c.border_weight)
                and c.border_weight >= 0, "a number >= 0"),
+        _check("ema_decay", c.ema_decay, _number(c.ema_decay) and 0 <= c.ema_decay < 1,
+               "in [0, 1) (0: off)"),
         _check("lambda_dice", c.lambda_dice, _number(c.lambda_dice) and c.lambda_dice >= 0,
                ">= 0"),
         _integer("num_workers", c.num_workers, 0),

@@ -15,6 +15,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from ..policy import choose_compile, choose_device, choose_precision
 from ..progress import progress_bar
 from .config import TrainConfig
 from .curves import plot_curves
+from .ema import WeightAverage
 from .split import split_samples
 
 log = logging.getLogger("temseg.train")
@@ -320,6 +323,10 @@ class Trainer:
                 log.info("resuming %s: --init %s is not applied again", self.out, config.init)
         elif config.init:
             self._initialise(config.init)
+        self.ema = WeightAverage(self.net, config.ema_decay) if config.ema_decay else None
+        if self.ema is not None and resume_from is not None and "ema" in resume_from[
+                "train_state"]:
+            self.ema.load(resume_from["state_dict"], resume_from["train_state"]["ema"])
         self.train_model: torch.nn.Module = self.net
         if ddp.world > 1:
             self.train_model = torch.nn.parallel.DistributedDataParallel(
@@ -383,9 +390,9 @@ class Trainer:
             log.info("initialised from %s: %s", ckpt["path"], note)
 
     def _resume(self, ckpt: dict[str, Any]) -> None:
-        path = ckpt["path"]
-        load_weights(self.net, ckpt["state_dict"], path)
-        ts = ckpt["train_state"]
+        path, ts = ckpt["path"], ckpt["train_state"]
+        # with --ema-decay the model of last.pt is the average, the raw weights beside it
+        load_weights(self.net, ts.get("weights", ckpt["state_dict"]), path)
         try:
             self.optimizer.load_state_dict(ts["optimizer"])
             self.scaler.load_state_dict(ts["scaler"])
@@ -463,6 +470,8 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.net)
         self.state["step"] += 1
         return loss.item()
 
@@ -489,7 +498,21 @@ class Trainer:
             raise TrainingError(f"rank 0 failed at the end of epoch {stats.epoch + 1}; see "
                                 "its log")
 
+    @contextmanager
+    def _averaged(self) -> Iterator[dict[str, Any]]:
+        """The network holds the weight average inside (with --ema-decay); yields what
+        ``last.pt`` must keep besides to resume (the raw weights and the EMA's state)."""
+        if self.ema is None:
+            yield {}
+            return
+        with self.ema.applied(self.net) as raw:
+            yield {"weights": raw, "ema": self.ema.state_dict()}
+
     def _validate_and_save(self, stats: EpochStats) -> None:
+        with self._averaged() as resume_extra:
+            self._validate_and_save_model(stats, resume_extra)
+
+    def _validate_and_save_model(self, stats: EpochStats, resume_extra: dict[str, Any]) -> None:
         state, names = self.state, self.classes.names
         cm, val_loss = validate(self.net, self.val_loader, self.loss_fn, self.ddp.device,
                                 self.classes.num_classes)
@@ -509,7 +532,7 @@ class Trainer:
             save_checkpoint(self.out / "best.pt", self.model)
         save_checkpoint(self.out / "last.pt", self.model, {
             **state, "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict()})
+            "scaler": self.scaler.state_dict(), **resume_extra})
         _write_metrics(self.out, state["history"], names)
         mean = report["mean_dice"]
         log.info("epoch %d: train loss %.4f, val loss %.4f, val mean Dice %s%s (%.0f s)",
