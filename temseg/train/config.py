@@ -36,9 +36,7 @@ class TrainConfig:
     model: UNetConfig = field(default_factory=lambda: DEFAULT_MODEL)
     epochs: int = 50
     time_limit: float | None = None  # minutes of wall clock; stops cleanly, keeps the best
-    # 4: better than 8 on every fold of an AVX2 CPU's CV, level on the Xeon's fold 0
-    # (docs/accuracy.md, stop 17)
-    batch_size: int = 4
+    batch_size: int = 8
     patch_size: int = 256
     patches_per_image: int = 80
     scale_augment: float = 1.25  # zoom patches by log-uniform [1/s, s] (Augment.scale; 1: off)
