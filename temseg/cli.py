@@ -240,6 +240,10 @@ def _train_args(t: argparse.ArgumentParser) -> None:
                    help=f"attention heads in the bottleneck (default {DEFAULT_MODEL.heads}, "
                         "or --init's)")
     t.add_argument("--no-attention", action="store_true")
+    t.add_argument("--deep-supr-num", type=int, default=None, metavar="N",
+                   help="deep supervision: auxiliary heads on the decoder's 1/2 .. 1/2**N "
+                        "resolution outputs, their losses weighted 1/2**level (MONAI "
+                        "DynUNet's name; default 0: off; inference uses the main head only)")
     t.add_argument("--init", default=None, metavar="MODEL",
                    help="start from these weights: a checkpoint, run folder or shipped model "
                         "name (temseg models), e.g. tem-mouse-cc to fine-tune; a new head when "
@@ -283,7 +287,7 @@ def _model_config(args: argparse.Namespace, init: dict | None) -> UNetConfig:
     if init is not None:
         base = UNetConfig.from_dict(init["model_config"])
         base = UNetConfig(**{**base.to_dict(), "num_classes": DEFAULT_MODEL.num_classes})
-    given = {k: getattr(args, k) for k in ("width", "depth", "heads")
+    given = {k: getattr(args, k) for k in ("width", "depth", "heads", "deep_supr_num")
              if getattr(args, k) is not None}
     if args.no_attention:
         given["attention"] = False

@@ -4,6 +4,7 @@ the PyTorch reference elsewhere)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .kernels import dice_ce_loss
@@ -51,6 +52,51 @@ class DiceCELoss(nn.Module):
         if self.border_weight:
             weight = 1.0 + self.border_weight * thin_background(target)
         return dice_ce_loss(logits, target, weight=weight, **self.kwargs)
+
+
+class DeepSupervisionLoss(nn.Module):
+    """``loss`` of each output of a deeply supervised network against the target shrunk to
+    its size (nearest-exact, as MONAI), weighted and summed, as
+    ``monai.losses.DeepSupervisionLoss`` with its ``weight_mode`` "exp" (level ``l`` weighs
+    ``max(0.5**l, 0.0625)``), "same" (all 1), "two" (1, then 0.5 each) or explicit
+    ``weights``; but the weights are normalised to sum 1, as nnU-Net's, so that the loss keeps
+    the scale of the full-resolution one (and with it gradient clipping and the learning rate).
+
+    Forward: logits (B, C, H, W) or a list of them, the first at full resolution, the others
+    coarser; target (B, H, W) int64 -> 0-d fp32 loss (logits are cast to fp32 first, for
+    AMP). A single tensor is ``loss`` of it alone.
+    """
+
+    def __init__(self, loss: nn.Module, weight_mode: str = "exp",
+                 weights: list[float] | None = None) -> None:
+        super().__init__()
+        if weight_mode not in ("exp", "same", "two") and weights is None:
+            raise ValueError(f"weight_mode {weight_mode!r}: 'exp', 'same' or 'two' (or weights)")
+        self.loss, self.weight_mode, self.weights = loss, weight_mode, weights
+
+    def level_weights(self, levels: int) -> list[float]:
+        if self.weights is not None:
+            if len(self.weights) < levels:
+                raise ValueError(f"{len(self.weights)} weights for {levels} outputs")
+            w = list(self.weights[:levels])
+        elif self.weight_mode in ("same", "two"):
+            w = [1.0] + [1.0 if self.weight_mode == "same" else 0.5] * (levels - 1)
+        else:
+            w = [max(0.5**level, 0.0625) for level in range(levels)]
+        return [x / sum(w) for x in w]
+
+    def forward(self, logits: torch.Tensor | list[torch.Tensor],
+                target: torch.Tensor) -> torch.Tensor:
+        if isinstance(logits, torch.Tensor):
+            return self.loss(logits.float(), target)
+        total = logits[0].new_zeros((), dtype=torch.float32)
+        for w, out in zip(self.level_weights(len(logits)), logits, strict=True):
+            t = target
+            if out.shape[-2:] != target.shape[-2:]:
+                t = F.interpolate(target[:, None].float(), size=out.shape[-2:],
+                                  mode="nearest-exact")[:, 0].long()
+            total = total + w * self.loss(out.float(), t)
+        return total
 
 
 def _dilate(mask: torch.Tensor, size: int) -> torch.Tensor:

@@ -228,6 +228,8 @@ OPTIONS = [  # (TrainConfig fields, the CLI flags, a substring of the library's 
     ({"blur_augment": -1.0}, ["--blur-augment", "-1"], "blur_augment"),
     ({"border_weight": -1.0}, ["--border-weight", "-1"], "border_weight"),
     ({"ema_decay": 1.0}, ["--ema-decay", "1"], "ema_decay"),
+    ({"model": UNetConfig(width=8, heads=2, deep_supr_num=3)}, ["--deep-supr-num", "3"],
+     "deep_supr_num"),
     ({"pixel_size": 0.0}, ["--pixel-size", "0"], "pixel_size"),
 ]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from temseg.losses import DiceCELoss, DiceLoss, thin_background
+from temseg.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss, thin_background
 from temseg.metrics import confusion_matrix, dice_iou, summarize
 
 
@@ -68,6 +68,36 @@ def test_matches_monai_dicece_when_all_classes_present(batch: bool):
                            lambda_ce=1.0)(logits, target[:, None])
     ours = DiceCELoss(batch=batch)(logits, target)
     assert float(ours) == pytest.approx(float(ref), rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["exp", "same", "two"])
+def test_deep_supervision_loss_is_monais_normalised(mode: str):
+    # MONAI sums the weighted levels; temseg divides by the weights' sum (nnU-Net's rule).
+    # 4x4 blocks of the 5 classes: every class at every level (MONAI keeps empty ones)
+    monai = pytest.importorskip("monai.losses")
+    torch.manual_seed(0)
+    blocks = torch.arange(12).reshape(4, 3).remainder(5)
+    target = blocks.repeat_interleave(4, 0).repeat_interleave(4, 1).expand(2, 16, 12)
+    outs = [torch.randn(2, 5, 16 // s, 12 // s) for s in (1, 2, 4)]
+    base = DiceCELoss(border_weight=0.0)
+    ref = monai.DeepSupervisionLoss(monai.DiceCELoss(to_onehot_y=True, softmax=True, batch=True,
+                                                     lambda_dice=0.5), weight_mode=mode)(
+        outs, target[:, None].float())  # MONAI interpolates the target: not a long one
+    weights = {"exp": [1, 0.5, 0.25], "same": [1, 1, 1], "two": [1, 0.5, 0.5]}[mode]
+    ours = DeepSupervisionLoss(base, weight_mode=mode)(outs, target)
+    assert float(ours) == pytest.approx(float(ref) / sum(weights), rel=1e-5)
+    assert float(DeepSupervisionLoss(base)(outs[0], target)) == float(base(outs[0], target))
+
+
+def test_deep_supervision_loss_shrinks_the_target_nearest():
+    # a 2x2-block target shrunk by 2 is its blocks' value: the coarse loss is the loss of that
+    target = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 0, 0], [2, 2, 0, 0]])[None]
+    coarse = torch.randn(1, 5, 2, 2)
+    full = torch.randn(1, 5, 4, 4)
+    base = DiceCELoss()
+    got = DeepSupervisionLoss(base, weights=[2.0, 1.0])([full, coarse], target)
+    want = (2 * base(full, target) + base(coarse, torch.tensor([[[0, 1], [2, 0]]]))) / 3
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
 
 
 def test_loss_gradient_flows():

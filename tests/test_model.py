@@ -46,3 +46,18 @@ def test_attention_mixes_all_positions():
     assert d > 0
     local = build_model(UNetConfig(width=8, heads=2, attention=False)).eval()
     assert (local(x) - local(y))[..., -8:, -8:].abs().max() == 0
+
+
+@pytest.mark.parametrize("size", [(64, 64), (37, 50)])
+def test_deep_supervision_outputs(size):
+    # the main head is the plain forward's; the auxiliary heads sit at 1/2, 1/4 of the input
+    torch.manual_seed(0)
+    model = build_model(UNetConfig(width=8, heads=2, deep_supr_num=2)).eval()
+    x = torch.randn(2, 1, *size)
+    outs = model(x, deep_supervision=True)
+    assert [o.shape[-2:] for o in outs] == [size, *[
+        (-(-size[0] // s), -(-size[1] // s)) for s in (2, 4)]]
+    torch.testing.assert_close(outs[0], model(x))
+    assert not torch.equal(outs[1][..., :8, :8], outs[2][..., :8, :8])
+    plain = build_model(UNetConfig(width=8, heads=2)).eval()
+    assert len(plain.aux_heads) == 0 and len(plain(x, deep_supervision=True)) == 1

@@ -174,6 +174,26 @@ def test_init_with_another_architecture_is_refused(blocks: Path, tmp_path: Path)
                                    model=UNetConfig(width=16, heads=2)))
 
 
+def test_deep_supervision_from_a_plain_checkpoint(blocks: Path, tmp_path: Path, caplog):
+    # --init takes the body and head; the auxiliary heads start afresh and their losses train
+    # them; the saved model predicts with the main head
+    train(tiny_config(blocks, tmp_path / "a", epochs=1))
+    saved = read_checkpoint(tmp_path / "a")["state_dict"]
+    ds = dict(init=str(tmp_path / "a"), model=UNetConfig(width=8, heads=2, deep_supr_num=2))
+    with caplog.at_level("INFO", logger="temseg.train"):
+        own = _fresh_trainer(tiny_config(blocks, tmp_path / "b", **ds)).net.state_dict()
+    assert "new deep-supervision heads" in caplog.text
+    assert all(torch.equal(own[k], saved[k]) for k in saved)
+    aux = {f"aux_heads.{i}.{p}" for i in (0, 1) for p in ("weight", "bias")}
+    assert set(own) - set(saved) == aux
+    train(tiny_config(blocks, tmp_path / "c", epochs=1, **ds))
+    after = read_checkpoint(tmp_path / "c" / "last.pt")["state_dict"]
+    assert not any(torch.equal(after[k], own[k]) for k in aux)
+    model = load_model(tmp_path / "c")
+    assert model.config.deep_supr_num == 2
+    assert model(torch.randn(1, 1, 40, 40)).shape == (1, 5, 40, 40)
+
+
 def test_cli_init_takes_the_architecture_of_the_checkpoint(blocks: Path, tmp_path: Path):
     from temseg.cli import main
 

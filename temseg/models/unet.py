@@ -23,6 +23,10 @@ class UNetConfig:
     bottleneck_blocks: int = 2
     heads: int = 8
     attention: bool = True
+    # auxiliary 1x1 heads on the decoder's outputs at 1/2 ... 1/2**n resolution, for deep
+    # supervision in training (MONAI DynUNet's ``deep_supr_num``; 0: none). Inference and
+    # export use the full-resolution head only.
+    deep_supr_num: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +44,9 @@ class ResUNet(nn.Module):
     Any input size works: the input is reflect-padded to a multiple of ``2**depth`` and the
     logits are cropped back.
 
-    Input (B, in_channels, H, W) float; output (B, num_classes, H, W) logits.
+    Input (B, in_channels, H, W) float; output (B, num_classes, H, W) logits. With
+    ``deep_supervision=True`` a list: those logits, then the auxiliary heads'
+    (B, num_classes, ceil(H / 2**k), ceil(W / 2**k)) for k = 1 .. ``config.deep_supr_num``.
     """
 
     def __init__(self, config: UNetConfig = UNetConfig()) -> None:
@@ -64,13 +70,16 @@ class ResUNet(nn.Module):
             for i in reversed(range(config.depth))
         )
         self.head = nn.Conv2d(ch[0], config.num_classes, 1)
+        self.aux_heads = nn.ModuleList(nn.Conv2d(ch[k], config.num_classes, 1)
+                                       for k in range(1, config.deep_supr_num + 1))
 
     @property
     def multiple(self) -> int:
         """Input sizes that are multiples of this need no padding."""
         return 2**self.config.depth
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                deep_supervision: bool = False) -> torch.Tensor | list[torch.Tensor]:
         h, w = x.shape[-2:]
         m = self.multiple
         ph, pw = (-h) % m, (-w) % m
@@ -81,8 +90,13 @@ class ResUNet(nn.Module):
         for stage in self.down:
             skips.append(stage(skips[-1]))
         y = self.bottleneck(skips.pop())
-        for refine in self.up:
+        aux = []
+        for level, refine in zip(reversed(range(self.config.depth)), self.up, strict=True):
             y = F.interpolate(y, scale_factor=2.0, mode="nearest")
             y = refine(torch.cat([y, skips.pop()], dim=1))
+            if deep_supervision and 0 < level <= len(self.aux_heads):
+                s = 2**level
+                aux.insert(0, self.aux_heads[level - 1](y)[..., :-(-h // s), :-(-w // s)])
         logits = self.head(y)
-        return logits[..., :h, :w] if (ph or pw) else logits
+        logits = logits[..., :h, :w] if (ph or pw) else logits
+        return [logits, *aux] if deep_supervision else logits

@@ -117,7 +117,12 @@ def model_problems(m: UNetConfig) -> list[str]:
     """What is wrong with an architecture (empty when nothing)."""
     problems = [p for p in (_integer("model.width", m.width, 1),
                             _integer("model.depth", m.depth, 1),
-                            _integer("model.heads", m.heads, 1)) if p]
+                            _integer("model.heads", m.heads, 1),
+                            _integer("model.deep_supr_num", m.deep_supr_num, 0)) if p]
+    if not problems and m.deep_supr_num >= m.depth:
+        problems.append(f"{_name('model.deep_supr_num')} = {m.deep_supr_num} must be less "
+                        f"than the depth {m.depth} (one auxiliary head per coarser decoder "
+                        "level)")
     if not problems and m.attention and (m.width * 2**m.depth) % m.heads:
         problems.append(f"{_name('model.heads')} = {m.heads} must divide the bottleneck width "
                         f"{m.width * 2**m.depth} (width {m.width} * 2**depth {m.depth})")

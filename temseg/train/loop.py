@@ -40,7 +40,7 @@ from ..data import (
 from ..data.calibration import calibration_patches
 from ..data.rescale import resample_samples
 from ..labels import TEM_CLASSES, ClassTable
-from ..losses import DiceCELoss
+from ..losses import DeepSupervisionLoss, DiceCELoss
 from ..metrics import confusion_matrix, summarize
 from ..models import UNetConfig, build_model
 from ..policy import choose_compile, choose_device, choose_precision
@@ -180,9 +180,11 @@ def resume_checkpoint(config: TrainConfig) -> dict[str, Any] | None:
 
 def check_init_architecture(ckpt: dict[str, Any], model: UNetConfig) -> None:
     """ValueError unless the ``--init`` checkpoint ``ckpt`` has ``model``'s architecture
-    (the number of classes may differ: the head is then new)."""
+    (the number of classes may differ: the head is then new; so may the auxiliary heads of
+    deep supervision: those that the checkpoint lacks start afresh)."""
     saved = UNetConfig.from_dict(ckpt["model_config"])
-    diff = [f for f in UNetConfig.__dataclass_fields__ if f != "num_classes"
+    diff = [f for f in UNetConfig.__dataclass_fields__ if f not in ("num_classes",
+                                                                    "deep_supr_num")
             and getattr(saved, f) != getattr(model, f)]
     if diff:
         there = ", ".join(f"{f}={getattr(saved, f)}" for f in diff)
@@ -190,6 +192,27 @@ def check_init_architecture(ckpt: dict[str, Any], model: UNetConfig) -> None:
         raise ValueError(f"{ckpt['path']}: --init has another architecture ({there}) than "
                          f"this configuration ({here}): leave out --width/--depth/--heads "
                          "(they are then taken from the checkpoint) or give its values")
+
+
+def init_weights(ckpt: dict[str, Any], own: dict[str, torch.Tensor],
+                 classes: ClassTable) -> tuple[dict[str, torch.Tensor], str]:
+    """The ``--init`` checkpoint's weights for a run whose model has the state ``own``, and
+    what was taken (for the log): all of them; a new head when the class tables differ; and
+    deep supervision's auxiliary heads as this run has them (those the checkpoint lacks start
+    afresh, those this run lacks are dropped)."""
+    new_head = ClassTable.from_dict(ckpt["classes"]) != classes
+    note = "all weights"
+    if new_head:
+        note = (f"a new head for this run's classes ({', '.join(classes.names)}; "
+                f"the checkpoint's: {', '.join(ckpt['classes']['names'])})")
+    new = ("head.", "aux_heads.") if new_head else ("aux_heads.",)
+    weights = {k: v for k, v in ckpt["state_dict"].items()
+               if not (new_head and k.startswith(new))
+               and (k in own or not k.startswith("aux_heads."))}
+    fresh = [k for k in own if k not in weights and k.startswith(new)]
+    if any(k.startswith("aux_heads.") for k in fresh):
+        note += ", new deep-supervision heads"
+    return {**weights, **{k: own[k] for k in fresh}}, note
 
 
 def claim_run_folder(out: Path, started: float) -> FolderLock:
@@ -368,22 +391,17 @@ class Trainer:
             [{"params": decay, "weight_decay": c.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}], lr=c.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaler)
-        self.loss_fn = DiceCELoss(batch=True, lambda_dice=c.lambda_dice,
-                                  border_weight=c.border_weight)
+        self.loss_fn = DeepSupervisionLoss(DiceCELoss(batch=True, lambda_dice=c.lambda_dice,
+                                                      border_weight=c.border_weight))
+        self.deep_supervision = c.model.deep_supr_num > 0
 
     def _initialise(self, source: str) -> None:
         """Start from the weights of ``source`` (a checkpoint, run folder or shipped model):
         all of them when its class table is this run's, else all but a new head (logged)."""
         ckpt = read_checkpoint(source)
         check_init_architecture(ckpt, self.config.model)
-        weights, own = ckpt["state_dict"], self.net.state_dict()
-        if ClassTable.from_dict(ckpt["classes"]) != self.classes:
-            weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
-            weights.update({k: v for k, v in own.items() if k.startswith("head.")})
-            note = (f"a new head for this run's classes ({', '.join(self.classes.names)}; "
-                    f"the checkpoint's: {', '.join(ckpt['classes']['names'])})")
-        else:
-            note = "all weights"
+        own = self.net.state_dict()
+        weights, note = init_weights(ckpt, own, self.classes)
         load_weights(self.net, {k: v.to(own[k].dtype) if k in own else v
                                 for k, v in weights.items()}, ckpt["path"])
         if self.ddp.main:
@@ -462,8 +480,8 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
         with self.precision.autocast(device):
-            logits = self.train_model(x)
-        loss = self.loss_fn(logits.float(), y)
+            logits = self.train_model(x, deep_supervision=self.deep_supervision)
+        loss = self.loss_fn(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
