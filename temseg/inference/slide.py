@@ -362,6 +362,8 @@ class _Settings(NamedTuple):
     num_threads: int
     progress: bool
     panels: Sequence[int] | None = None
+    compression: str | None = "zlib"
+    overlay_max_side: int = 4096
 
 
 def _affine(source: SlideSource, spec: ModelSpec | None,
@@ -407,20 +409,42 @@ def _thumbnail(outputs: Outputs) -> Thumbnail | None:
     return getattr(inner, "thumbnail", None)
 
 
+def _open_tally(mask: str | Path | np.ndarray | SlideSource | None, source: SlideSource,
+                classes: Any) -> tuple[SlideSource | None, Tally]:
+    """The class counter of the slide, with the ground truth ``mask`` (opened lazily; the
+    caller closes it) for a confusion matrix when there is one."""
+    if mask is None:
+        return None, Tally(classes)
+    truth, encoded = _open_truth(mask, source)
+    return truth, Tally(classes, truth, encoded)
+
+
 def _final_outputs(paths: dict[str, Path], shape: tuple[int, int], classes: Any,
-                   tally: Tally, px: float | None, arrays: tuple[bool, bool], out_tile: int,
-                   compression: str | None, description: dict[str, Any] | None,
-                   overlay_max_side: int) -> SlideOutputs | ArrayOutputs:
+                   tally: Tally, px: float | None, arrays: tuple[bool, bool], s: _Settings,
+                   description: dict[str, Any] | None) -> SlideOutputs | ArrayOutputs:
     """In-memory arrays (``arrays`` = (return_arrays, return_probs)), or the files of
     ``paths``: a BigTIFF mask, or an NGFF label image when the mask path ends in .zarr."""
     if arrays[0]:
         return ArrayOutputs(shape, classes, tally, arrays[1])
-    kw: dict[str, Any] = dict(out_tile=out_tile, compression=compression,
+    kw: dict[str, Any] = dict(out_tile=s.out_tile, compression=s.compression,
                               tags=tiff_tags(px, description),
-                              overlay_max_side=overlay_max_side)
+                              overlay_max_side=s.overlay_max_side)
     if "mask" in paths and is_zarr(paths["mask"]):
         return OmeZarrOutputs(paths, shape, classes, tally, pixel_size_um=px, **kw)
     return SlideOutputs(paths, shape, classes, tally, **kw)
+
+
+def _model_grid(source: SlideSource, final: Outputs, model_shape: tuple[int, int] | None,
+                spec: ModelSpec | None, tmp: Path, s: _Settings) -> tuple[SlideSource, Outputs]:
+    """What the tiles are read from and written to: ``source`` and ``final`` themselves, or,
+    when the slide is segmented resampled (``model_shape``), ``source`` resampled to the
+    model's grid and outputs on that grid (kept in ``tmp``) that map back into ``final``."""
+    if model_shape is None or spec is None:
+        return source, final
+    outputs = ResampledOutputs(final, model_shape, tmp, out_tile=s.out_tile,
+                               compression=s.compression, overlay_max_side=s.overlay_max_side)
+    return ResampledSource(source, model_shape, order=1,
+                           pixel_size_um=spec.pixel_size_um), outputs
 
 
 class SlideLayout(NamedTuple):
@@ -532,43 +556,34 @@ def segment_slide(
     """
     t_start = time.perf_counter()
     predictor, spec = _resolve(model_or_backend, backend)
+    predictor = TTABackend(predictor) if tta else predictor
     classes = classes or (spec.classes if spec is not None else TEM_CLASSES)
+    settings = _Settings(sw_batch_size, overlap, mode, sigma_scale, padding_mode, panel_width,
+                         out_tile, queue_size, num_threads, progress, panels, compression,
+                         overlay_max_side)
     source = open_slide(input, level)
     truth: SlideSource | None = None
     active: Outputs | None = outputs
     try:
         roi = _pair(roi_size if roi_size is not None else _default_roi(spec))
         _validate(roi, source.shape, sw_batch_size, overlap, resample, source.name, spec)
-        tally = Tally(classes)
-        if mask is not None:
-            truth, encoded = _open_truth(mask, source)
-            tally = Tally(classes, truth, encoded)
+        truth, tally = _open_tally(mask, source, classes)
         px = pixel_size_um or source.pixel_size_um
         final = outputs if outputs is not None else _final_outputs(
             _paths(mask=output_path, overlay=overlay_path, uncertainty=uncertainty_path,
                    probabilities=probabilities_path), source.shape, classes, tally, px,
-            (return_arrays, return_probs), out_tile, compression, description,
-            overlay_max_side)
-        tally = final.tally
-        active = final
+            (return_arrays, return_probs), settings, description)
+        active, tally = final, final.tally
         model_shape = _resample_decision(source, px, spec, resample)
         if model_shape is not None and panels is not None:
             raise ValueError(f"{source.name}: a slide segmented resampled cannot be split "
                              "into regions")
         with tempfile.TemporaryDirectory(prefix=".temseg-resample-", dir=_tmp_parent(
                 output_path)) as tmp:
-            grid_source: SlideSource = source
-            if model_shape is not None and spec is not None:
-                active = ResampledOutputs(final, model_shape, Path(tmp), out_tile=out_tile,
-                                          compression=compression,
-                                          overlay_max_side=overlay_max_side)
-                grid_source = ResampledSource(source, model_shape, order=1,
-                                              pixel_size_um=spec.pixel_size_um)
-            settings = _Settings(sw_batch_size, overlap, mode, sigma_scale, padding_mode,
-                                 panel_width, out_tile, queue_size, num_threads, progress,
-                                 panels)
-            result = _segment(grid_source, TTABackend(predictor) if tta else predictor,
-                              active, spec, classes.num_classes, roi, normalization, settings)
+            grid_source, active = _model_grid(source, final, model_shape, spec, Path(tmp),
+                                              settings)
+            result = _segment(grid_source, predictor, active, spec, classes.num_classes, roi,
+                              normalization, settings)
             _commit(active, result)
     except BaseException:
         if active is not None:
