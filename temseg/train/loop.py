@@ -205,11 +205,10 @@ def init_weights(ckpt: dict[str, Any], own: dict[str, torch.Tensor],
     if new_head:
         note = (f"a new head for this run's classes ({', '.join(classes.names)}; "
                 f"the checkpoint's: {', '.join(ckpt['classes']['names'])})")
-    new = ("head.", "aux_heads.") if new_head else ("aux_heads.",)
-    weights = {k: v for k, v in ckpt["state_dict"].items()
-               if not (new_head and k.startswith(new))
+    drop = ("head.", "aux_heads.") if new_head else ()
+    weights = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(drop)
                and (k in own or not k.startswith("aux_heads."))}
-    fresh = [k for k in own if k not in weights and k.startswith(new)]
+    fresh = [k for k in own if k not in weights and k.startswith(("aux_heads.", *drop))]
     if any(k.startswith("aux_heads.") for k in fresh):
         note += ", new deep-supervision heads"
     return {**weights, **{k: own[k] for k in fresh}}, note
@@ -393,7 +392,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaler)
         self.loss_fn = DeepSupervisionLoss(DiceCELoss(batch=True, lambda_dice=c.lambda_dice,
                                                       border_weight=c.border_weight))
-        self.deep_supervision = c.model.deep_supr_num > 0
 
     def _initialise(self, source: str) -> None:
         """Start from the weights of ``source`` (a checkpoint, run folder or shipped model):
@@ -480,7 +478,7 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
         with self.precision.autocast(device):
-            logits = self.train_model(x, deep_supervision=self.deep_supervision)
+            logits = self.train_model(x, deep_supervision=c.model.deep_supr_num > 0)
         loss = self.loss_fn(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
