@@ -36,9 +36,9 @@ class TrainConfig:
     model: UNetConfig = field(default_factory=lambda: DEFAULT_MODEL)
     epochs: int = 50
     time_limit: float | None = None  # minutes of wall clock; stops cleanly, keeps the best
-    # 4: better than 8 on every fold of a paired screen on an AVX2 CPU (stop 18), level on
-    # the Xeon's fold 0 (stop 16; docs/accuracy.md)
-    batch_size: int = 4
+    # 2: better than 4 on every fold of a paired screen on an AVX2 CPU (stop 20), as 4 was
+    # than 8 (stop 18); 1 lost to 2 (docs/accuracy.md, "Batch 2 and batch 1")
+    batch_size: int = 2
     patch_size: int = 256
     patches_per_image: int = 80
     scale_augment: float = 1.25  # zoom patches by log-uniform [1/s, s] (Augment.scale; 1: off)
