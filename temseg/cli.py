@@ -199,8 +199,13 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--batch-size", type=int, default=d("batch_size"))
     t.add_argument("--patch-size", type=int, default=d("patch_size"))
     t.add_argument("--patches-per-image", type=int, default=d("patches_per_image"))
+    t.add_argument("--rotate-probability", type=float, default=d("rotate_probability"),
+                   metavar="P", help="share of the patches rotated by a free angle (and "
+                                     "zoomed, --scale-augment); the rest get exact 90-degree "
+                                     "rotations and flips only")
     t.add_argument("--scale-augment", type=float, default=d("scale_augment"), metavar="S",
-                   help="also zoom training patches by a factor log-uniform in [1/S, S] "
+                   help="with the free rotation, zoom patches by a factor log-uniform in "
+                        "[1/S, S] "
                         "(1: off; more robust to pixel-size differences, docs/accuracy.md)")
     t.add_argument("--gamma-augment", type=float, default=d("gamma_augment"), metavar="G",
                    help="gamma curve log-uniform in [1/G, G] on a share of the patches "
@@ -454,7 +459,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data=args.data, out=args.out, epochs=args.epochs, time_limit=args.time_limit,
         batch_size=args.batch_size, patch_size=args.patch_size,
-        patches_per_image=args.patches_per_image, scale_augment=args.scale_augment,
+        patches_per_image=args.patches_per_image, rotate_probability=args.rotate_probability,
+        scale_augment=args.scale_augment,
         gamma_augment=args.gamma_augment, gamma_probability=args.gamma_probability,
         blur_augment=args.blur_augment,
         pixel_size=_train_pixel_size(args, init),

@@ -224,6 +224,7 @@ OPTIONS = [  # (TrainConfig fields, the CLI flags, a substring of the library's 
     ({"lr": float("nan")}, ["--lr", "nan"], "lr"),
     ({"patches_per_image": 0}, ["--patches-per-image", "0"], "patches_per_image"),
     ({"scale_augment": 0.5}, ["--scale-augment", "0.5"], "scale_augment"),
+    ({"rotate_probability": 1.5}, ["--rotate-probability", "1.5"], "rotate_probability"),
     ({"gamma_augment": 0.5}, ["--gamma-augment", "0.5"], "gamma_augment"),
     ({"blur_augment": -1.0}, ["--blur-augment", "-1"], "blur_augment"),
     ({"border_weight": -1.0}, ["--border-weight", "-1"], "border_weight"),

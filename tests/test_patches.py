@@ -162,3 +162,19 @@ def test_gamma_probability_sets_the_share_of_curved_patches():
                          seed=1)
         shares.append(np.mean([not np.allclose(a[i][0], b[i][0]) for i in range(200)]))
     assert shares[0] == 0.0 and 0.4 < shares[1] < 0.6 and shares[2] > 0.98, shares
+
+
+def test_free_rotation_probability_sets_the_share_of_resampled_patches():
+    """With intensity jitter off, a patch of an integer-valued image holds non-integer values
+    exactly when the free rotation (bilinear) resampled it: the share follows
+    ``free_rotation`` (0, about 0.2, 1); the rest are exact crops."""
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 50, (160, 160)).astype(np.float32)
+    lab = np.zeros((160, 160), np.uint8)
+    shares = []
+    for p in (0.0, 0.2, 1.0):
+        ds = PatchDataset([img], [lab], 64, 300, seed=2, augment=Augment(
+            free_rotation=p, contrast=0.0, brightness=0.0, noise=0.0))
+        shares.append(np.mean([not np.array_equal(x := ds[i][0], np.round(x))
+                               for i in range(300)]))
+    assert shares[0] == 0.0 and 0.13 < shares[1] < 0.27 and shares[2] > 0.98, shares

@@ -41,6 +41,9 @@ class TrainConfig:
     batch_size: int = 2
     patch_size: int = 256
     patches_per_image: int = 80
+    # share of the patches resampled by a free rotation (uniform angle) and the zoom below;
+    # the others get the exact 90-degree rotations and flips only (Augment.free_rotation)
+    rotate_probability: float = 1.0
     scale_augment: float = 1.25  # zoom patches by log-uniform [1/s, s] (Augment.scale; 1: off)
     # gamma log-uniform in [1/g, g] on half the patches (Augment.gamma, gamma_p; 1: off):
     # exposure differs between micrographs (docs/accuracy.md, "Exposure")
@@ -145,6 +148,8 @@ def config_problems(c: TrainConfig) -> list[str]:
                and c.patch_size % multiple == 0,
                f"a positive multiple of {multiple} (2**depth, the model's size multiple)"),
         _integer("patches_per_image", c.patches_per_image, 1),
+        _check("rotate_probability", c.rotate_probability, _number(c.rotate_probability)
+               and 0 <= c.rotate_probability <= 1, "in [0, 1]"),
         _check("scale_augment", c.scale_augment, _number(c.scale_augment)
                and c.scale_augment >= 1, ">= 1 (1: no zoom)"),
         _check("gamma_augment", c.gamma_augment, _number(c.gamma_augment)

@@ -365,8 +365,9 @@ class Trainer:
 
     def _build_data(self, norm: Normalization) -> None:
         c = self.config
-        augment = Augment(scale=c.scale_augment, gamma=c.gamma_augment,
-                          gamma_p=c.gamma_probability, blur=c.blur_augment)
+        augment = Augment(free_rotation=c.rotate_probability, scale=c.scale_augment,
+                          gamma=c.gamma_augment, gamma_p=c.gamma_probability,
+                          blur=c.blur_augment)
         self.train_ds = PatchDataset(_normalized(self.train_s, norm),
                                      [s.labels for s in self.train_s], c.patch_size,
                                      c.patches_per_image, augment=augment, seed=c.seed)
