@@ -235,7 +235,8 @@ def _train_args(t: argparse.ArgumentParser) -> None:
                         "axons counts 1 + W times (U-Net's separation weights; 0: off)")
     t.add_argument("--ema-decay", type=float, default=d("ema_decay"), metavar="D",
                    help="validate and save a moving average of the weights, decay D per "
-                        "step (e.g. 0.99; 0: off)")
+                        "step (warmed up as min(D, (1 + t) / (10 + t)); 0: off, the raw "
+                        "weights)")
     t.add_argument("--width", type=int, default=None,
                    help=f"channels after the stem (default {DEFAULT_MODEL.width}, or the "
                         "--init checkpoint's)")

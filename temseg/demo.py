@@ -45,9 +45,10 @@ def run_demo(out: str | Path = "temseg-demo", epochs: int = 10, minutes: float =
                          lr=3e-3, warmup=0.03, seed=seed,
                          # phantoms share one pixel size and exposure, and 150 steps are few:
                          # zooming them slowed learning (one demo run missed the vessels with
-                         # it), and so do the gamma curve and border weight of the real-TEM
-                         # defaults (tests/test_learning.py)
+                         # it), and so do the gamma curve, border weight and weight average
+                         # of the real-TEM defaults (tests/test_learning.py)
                          scale_augment=1.0, gamma_augment=1.0, border_weight=0.0,
+                         ema_decay=0.0,
                          pixel_size=None)
     if (run / "last.pt").exists():  # a previous demo in this folder: start afresh
         for f in run.iterdir():
