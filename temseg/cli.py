@@ -205,8 +205,8 @@ def _train_args(t: argparse.ArgumentParser) -> None:
                                      "rotations and flips only")
     t.add_argument("--scale-augment", type=float, default=d("scale_augment"), metavar="S",
                    help="with the free rotation, zoom patches by a factor log-uniform in "
-                        "[1/S, S] "
-                        "(1: off; more robust to pixel-size differences, docs/accuracy.md)")
+                        "[1/S, S] (1: off; more robust to pixel-size differences, "
+                        "docs/accuracy.md)")
     t.add_argument("--gamma-augment", type=float, default=d("gamma_augment"), metavar="G",
                    help="gamma curve log-uniform in [1/G, G] on a share of the patches "
                         "(--gamma-probability; 1: off)")
