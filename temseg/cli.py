@@ -215,6 +215,12 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--blur-augment", type=float, default=d("blur_augment"), metavar="SIGMA",
                    help="Gaussian blur of sigma in [0.5, SIGMA] px on 20%% of the patches "
                         "(0: off)")
+    t.add_argument("--elastic-augment", type=float, default=d("elastic_augment"), metavar="PX",
+                   help="elastic deformation with the free rotation: control points every "
+                        "64 px shifted N(0, PX) px, bicubic between, on a share of the patches "
+                        "(--elastic-probability; 0: off)")
+    t.add_argument("--elastic-probability", type=float, default=d("elastic_probability"),
+                   metavar="P", help="share of the patches that get the elastic deformation")
     t.add_argument("--pixel-size", type=_pixel_size_arg, default=None, metavar="UM",
                    help=f"train at this pixel size in micrometres: finer images and masks "
                         f"are shrunk to it on loading, coarser ones kept; 'native': as they "
@@ -463,7 +469,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         patches_per_image=args.patches_per_image, rotate_probability=args.rotate_probability,
         scale_augment=args.scale_augment,
         gamma_augment=args.gamma_augment, gamma_probability=args.gamma_probability,
-        blur_augment=args.blur_augment,
+        blur_augment=args.blur_augment, elastic_augment=args.elastic_augment,
+        elastic_probability=args.elastic_probability,
         pixel_size=_train_pixel_size(args, init),
         val_crop=args.val_crop,
         val_fraction=args.val_fraction, val_groups=tuple(args.val_groups), lr=args.lr,

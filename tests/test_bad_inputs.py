@@ -227,6 +227,8 @@ OPTIONS = [  # (TrainConfig fields, the CLI flags, a substring of the library's 
     ({"rotate_probability": 1.5}, ["--rotate-probability", "1.5"], "rotate_probability"),
     ({"gamma_augment": 0.5}, ["--gamma-augment", "0.5"], "gamma_augment"),
     ({"blur_augment": -1.0}, ["--blur-augment", "-1"], "blur_augment"),
+    ({"elastic_augment": -1.0}, ["--elastic-augment", "-1"], "elastic_augment"),
+    ({"elastic_probability": 2.0}, ["--elastic-probability", "2"], "elastic_probability"),
     ({"border_weight": -1.0}, ["--border-weight", "-1"], "border_weight"),
     ({"ema_decay": 1.0}, ["--ema-decay", "1"], "ema_decay"),
     ({"model": UNetConfig(width=8, heads=2, deep_supr_num=3)}, ["--deep-supr-num", "3"],

@@ -5,6 +5,7 @@ import pytest
 
 from temseg.data import Augment, CenterCropDataset, PatchDataset, center_crop
 from temseg.data.io import Sample
+from temseg.data.patches import ELASTIC_SPACING, elastic_field
 from temseg.train.split import split_samples
 
 NO_AUG = None
@@ -178,3 +179,45 @@ def test_free_rotation_probability_sets_the_share_of_resampled_patches():
         shares.append(np.mean([not np.array_equal(x := ds[i][0], np.round(x))
                                for i in range(300)]))
     assert shares[0] == 0.0 and 0.13 < shares[1] < 0.27 and shares[2] > 0.98, shares
+
+
+def test_elastic_field_interpolates_its_control_points_smoothly():
+    """The field passes through its N(0, m) control shifts (every ELASTIC_SPACING px; their
+    spread is m) and moves less than m between neighbouring pixels."""
+    m, size = 5.0, 2 * ELASTIC_SPACING + 1
+    fields = [elastic_field(size, m, np.random.default_rng(i)) for i in range(300)]
+    ctrl = np.stack([f[:, ::ELASTIC_SPACING, ::ELASTIC_SPACING] for f in fields])
+    again = np.random.default_rng(0).normal(0.0, m, (1, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(ctrl[0], again[0], atol=1e-4)
+    assert abs(ctrl.std() / m - 1) < 0.05, ctrl.std()
+    steps = max(np.abs(np.diff(f, axis=a)).max() for f in fields for a in (1, 2))
+    assert steps < m / 4, steps
+
+
+def test_elastic_deformation_keeps_alignment_and_moves_labels():
+    """Blocks of 16 px: with the elastic shift on every patch, image and labels stay aligned;
+    against the same patches without it (same seed: same origin, angle and zoom) a share of
+    the labels moves (the shift's size over 16 px blocks), more for a larger magnitude; elastic_p sets the share of bent patches."""
+    rng = np.random.default_rng(3)
+    lab = rng.integers(0, 5, (20, 20)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
+    img = lab.astype(np.float32) * 10
+    plain = dict(free_rotation=1.0, rot90=False, flips=False, contrast=0.0, brightness=0.0,
+                 noise=0.0)  # the elastic draws come last: the rest of each patch is the same
+
+    def patches(**kw):
+        ds = PatchDataset([img], [lab], 96, 40, augment=Augment(**plain, **kw), seed=4)
+        return [ds[i] for i in range(40)]
+
+    flat = patches()
+    moved = {}
+    for m in (3.0, 8.0):
+        bent = patches(elastic=m, elastic_p=1.0)
+        for x, y in bent:
+            assert np.isclose(x[0].numpy(), y.numpy() * 10.0, atol=1e-3).mean() > 0.8
+        moved[m] = np.mean([(y0 != y1).float().mean()
+                            for (_, y0), (_, y1) in zip(flat, bent, strict=True)])
+    assert 0.05 < moved[3.0] < moved[8.0] < 0.6, moved
+    half = patches(elastic=8.0, elastic_p=0.5)
+    share = np.mean([not np.array_equal(y0, y1)
+                     for (_, y0), (_, y1) in zip(flat, half, strict=True)])
+    assert 0.25 < share < 0.75, share

@@ -27,7 +27,12 @@ class Augment:
     ``gamma``: gamma log-uniform in [1/gamma, gamma] applied to the patch rescaled to [0, 1]
     by its own range (nnU-Net: 0.7-1.5; 1: off). ``blur``: Gaussian blur of sigma uniform in
     [0.5, blur] pixels (nnU-Net: 0.5-1; 0: off): stains, focus and detectors differ between
-    sessions and animals."""
+    sessions and animals.
+
+    ``elastic``: on a share ``elastic_p`` of the patches, an elastic deformation (the U-Net
+    paper's, MONAI's ``Rand2DElastic``): displacements drawn N(0, ``elastic``) pixels on a
+    control grid every ``ELASTIC_SPACING`` pixels, bicubically interpolated to a smooth
+    field that moves the sampling positions of the free rotation (0: off)."""
 
     rot90: bool = True
     flips: bool = True
@@ -39,6 +44,24 @@ class Augment:
     gamma: float = 1.0
     gamma_p: float = 0.3
     blur: float = 0.0
+    elastic: float = 0.0
+    elastic_p: float = 0.5
+
+
+#: Control-point spacing of the elastic deformation in pixels (at the training pixel size:
+#: about the diameter of a small axon, so a fibre bends as a whole and its ring stays closed).
+ELASTIC_SPACING = 64
+
+
+def elastic_field(size: int, magnitude: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random displacement field (2, size, size) in pixels (dy, dx): N(0,
+    ``magnitude``) at control points every :data:`ELASTIC_SPACING` pixels, bicubic between."""
+    n = math.ceil((size - 1) / ELASTIC_SPACING) + 1
+    ctrl = torch.from_numpy(rng.normal(0.0, magnitude, (1, 2, n, n)).astype(np.float32))
+    span = (n - 1) * ELASTIC_SPACING + 1  # the grid covers the patch; crop its first pixels
+    field = torch.nn.functional.interpolate(ctrl, size=(span, span), mode="bicubic",
+                                            align_corners=True)
+    return field[0, :, :size, :size].numpy()
 
 
 def pad_to(arr: np.ndarray, height: int, width: int, mode: str = "reflect") -> np.ndarray:
@@ -53,15 +76,19 @@ def pad_to(arr: np.ndarray, height: int, width: int, mode: str = "reflect") -> n
 
 
 def _rotate(image: np.ndarray, labels: np.ndarray, angle: float, size: int,
-            zoom: float = 1.0) -> tuple:
+            zoom: float = 1.0, shift: np.ndarray | None = None) -> tuple:
     """Rotate a square crop (S, S) by ``angle`` radians about its centre, magnify it by
-    ``zoom`` and take the central (size, size): image bilinear, labels nearest."""
+    ``zoom`` and take the central (size, size): image bilinear, labels nearest. ``shift``
+    (2, size, size): displacements (dy, dx) in the crop's pixels added to the sampling
+    positions (an elastic deformation)."""
     s = image.shape[0]
     c = (s - 1) / 2.0
     r = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0)
     yy, xx = np.meshgrid(r, r, indexing="ij")
     cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
     xs, ys = cos * xx - sin * yy + c, sin * xx + cos * yy + c
+    if shift is not None:
+        ys, xs = ys + shift[0], xs + shift[1]
     grid = torch.from_numpy(np.stack([(xs + 0.5) / s * 2 - 1, (ys + 0.5) / s * 2 - 1], -1))[None]
     img = torch.nn.functional.grid_sample(torch.from_numpy(image)[None, None], grid,
                                           mode="bilinear", align_corners=False)
@@ -111,7 +138,8 @@ class PatchDataset(Dataset):
         if augment and augment.scale < 1.0:
             raise ValueError(f"Augment.scale must be >= 1, got {augment.scale}")
         widest = math.sqrt(2) * (augment.scale if augment else 1.0)  # rotated, zoomed out
-        self.crop = int(math.ceil(patch_size * widest)) + 2 if rotates else patch_size
+        bend = 8 * augment.elastic if augment else 0.0  # 4 sigma of the elastic shift a side
+        self.crop = int(math.ceil(patch_size * widest + bend)) + 2 if rotates else patch_size
         self.margin = (self.crop - patch_size + 1) // 2
         self.images, self.labels, self.valid = [], [], []
         for img, lab in zip(images, labels, strict=True):
@@ -147,8 +175,11 @@ class PatchDataset(Dataset):
             lab = self.labels[i][y1:y1 + self.crop, x1:x1 + self.crop]
             angle = rng.uniform(0, 2 * math.pi)
             zoom = math.exp(rng.uniform(-1, 1) * math.log(aug.scale)) if aug.scale > 1 else 1.0
+            shift = None
+            if aug.elastic > 0 and rng.random() < aug.elastic_p:
+                shift = elastic_field(p, aug.elastic, rng)
             img, lab = _rotate(np.ascontiguousarray(img), np.ascontiguousarray(lab), angle, p,
-                               zoom)
+                               zoom, shift)
         else:
             img = self.images[i][y0 + m:y0 + m + p, x0 + m:x0 + m + p]
             lab = self.labels[i][y0 + m:y0 + m + p, x0 + m:x0 + m + p]

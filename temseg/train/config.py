@@ -50,6 +50,10 @@ class TrainConfig:
     gamma_augment: float = 2.5
     gamma_probability: float = 0.5  # of a patch getting the gamma curve
     blur_augment: float = 0.0  # Gaussian blur, sigma in [0.5, b] px, p 0.2 (Augment.blur; 0: off)
+    # elastic deformation with the free rotation: control-point shifts N(0, e) px every 64 px
+    # on a share of the patches (Augment.elastic, elastic_p; 0: off)
+    elastic_augment: float = 0.0
+    elastic_probability: float = 0.5
     # train at this pixel size (um): finer images and masks shrunk on loading (None: as they
     # are; temseg.data.rescale)
     pixel_size: float | None = DEFAULT_PIXEL_SIZE
@@ -160,6 +164,10 @@ def config_problems(c: TrainConfig) -> list[str]:
                and 0 <= c.gamma_probability <= 1, "in [0, 1]"),
         _check("blur_augment", c.blur_augment, _number(c.blur_augment)
                and c.blur_augment >= 0, ">= 0 (0: no blur)"),
+        _check("elastic_augment", c.elastic_augment, _number(c.elastic_augment)
+               and 0 <= c.elastic_augment <= 32, "in [0, 32] pixels (0: no elastic deformation)"),
+        _check("elastic_probability", c.elastic_probability, _number(c.elastic_probability)
+               and 0 <= c.elastic_probability <= 1, "in [0, 1]"),
         None if c.pixel_size is None else _check(
             "pixel_size", c.pixel_size, _number(c.pixel_size) and c.pixel_size > 0,
             "a positive number of micrometres (or None)"),

@@ -367,7 +367,8 @@ class Trainer:
         c = self.config
         augment = Augment(free_rotation=c.rotate_probability, scale=c.scale_augment,
                           gamma=c.gamma_augment, gamma_p=c.gamma_probability,
-                          blur=c.blur_augment)
+                          blur=c.blur_augment, elastic=c.elastic_augment,
+                          elastic_p=c.elastic_probability)
         self.train_ds = PatchDataset(_normalized(self.train_s, norm),
                                      [s.labels for s in self.train_s], c.patch_size,
                                      c.patches_per_image, augment=augment, seed=c.seed)
