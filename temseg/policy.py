@@ -99,7 +99,8 @@ def inference_precision(device: str | torch.device = "cpu", amp: str = "auto") -
 
 def choose_compile(device: torch.device, compile_flag: str = "auto") -> tuple[bool, str]:
     """``compile_flag``: 'auto' | 'on' | 'off'. Auto compiles on CUDA only: on 2-core CPUs it
-    gained 1.0-1.4x for 20-80 s of cold compile, which short runs never earn back."""
+    gained 1.0-1.4x for 20-80 s of cold compile, which short runs never earn back, and on an
+    AMX Xeon in bf16 it trained at 0.9x eager's patches/s (docs/development.md, stop 24)."""
     if compile_flag == "on":
         return True, "torch.compile on (requested)"
     if compile_flag == "off":
