@@ -197,7 +197,8 @@ def test_elastic_field_interpolates_its_control_points_smoothly():
 def test_elastic_deformation_keeps_alignment_and_moves_labels():
     """Blocks of 16 px: with the elastic shift on every patch, image and labels stay aligned;
     against the same patches without it (same seed: same origin, angle and zoom) a share of
-    the labels moves (the shift's size over 16 px blocks), more for a larger magnitude; elastic_p sets the share of bent patches."""
+    the labels moves (the shift's size over 16 px blocks), more for a larger magnitude;
+    elastic_p sets the share of bent patches."""
     rng = np.random.default_rng(3)
     lab = rng.integers(0, 5, (20, 20)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
     img = lab.astype(np.float32) * 10
