@@ -185,20 +185,9 @@ def _train_default(name: str) -> object:
     return TrainConfig.__dataclass_fields__[name].default
 
 
-def _train_args(t: argparse.ArgumentParser) -> None:
-    """The options of ``temseg train`` (defaults: TrainConfig's, the cross-validated recipe of
-    docs/accuracy.md)."""
-    from .train import DEFAULT_MODEL
-
+def _augment_args(t: argparse._ArgumentGroup) -> None:
+    """``temseg train``'s patch augmentation options (Augment; defaults: TrainConfig's)."""
     d = _train_default
-    t.add_argument("data", help="folder with images/ and masks/ (same file stems)")
-    t.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves)")
-    t.add_argument("--epochs", type=int, default=d("epochs"))
-    t.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="wall-clock budget; stops cleanly and keeps the best checkpoint")
-    t.add_argument("--batch-size", type=int, default=d("batch_size"))
-    t.add_argument("--patch-size", type=int, default=d("patch_size"))
-    t.add_argument("--patches-per-image", type=int, default=d("patches_per_image"))
     t.add_argument("--rotate-probability", type=float, default=d("rotate_probability"),
                    metavar="P", help="share of the patches rotated by a free angle (and "
                                      "zoomed, --scale-augment); the rest get exact 90-degree "
@@ -221,6 +210,23 @@ def _train_args(t: argparse.ArgumentParser) -> None:
                         "(--elastic-probability; 0: off)")
     t.add_argument("--elastic-probability", type=float, default=d("elastic_probability"),
                    metavar="P", help="share of the patches that get the elastic deformation")
+
+
+def _train_args(t: argparse.ArgumentParser) -> None:
+    """The options of ``temseg train`` (defaults: TrainConfig's, the cross-validated recipe of
+    docs/accuracy.md)."""
+    from .train import DEFAULT_MODEL
+
+    d = _train_default
+    t.add_argument("data", help="folder with images/ and masks/ (same file stems)")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves)")
+    t.add_argument("--epochs", type=int, default=d("epochs"))
+    t.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="wall-clock budget; stops cleanly and keeps the best checkpoint")
+    t.add_argument("--batch-size", type=int, default=d("batch_size"))
+    t.add_argument("--patch-size", type=int, default=d("patch_size"))
+    t.add_argument("--patches-per-image", type=int, default=d("patches_per_image"))
+    _augment_args(t.add_argument_group("augmentation"))
     t.add_argument("--pixel-size", type=_pixel_size_arg, default=None, metavar="UM",
                    help=f"train at this pixel size in micrometres: finer images and masks "
                         f"are shrunk to it on loading, coarser ones kept; 'native': as they "
