@@ -13,7 +13,6 @@ benchmark's ``extra_info``: see :func:`benchmarks.contenders.annotate`.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,9 @@ from typing import Any
 import pytest
 import torch
 
-from .contenders import BenchConfig, cpu_flags, cpu_model, load_average, make_net, save_net
+from temseg.policy import machine
+
+from .contenders import BenchConfig, load_average, make_net, save_net
 
 _SKIPPED: list[dict[str, str]] = []
 
@@ -38,15 +39,11 @@ def pytest_benchmark_update_machine_info(config: pytest.Config,
     """Add what the summary's machine line needs."""
     cfg = BenchConfig.from_env()
     machine_info.update({
-        "cpu_model": cpu_model(),
-        "cpu_flags": cpu_flags(),
-        "logical_cpus": os.cpu_count(),
+        **machine(),
         "torch_threads": cfg.threads,
-        "torch": torch.__version__,
         "numpy": _version("numpy"),
         "monai": _version("monai"),
         "onnxruntime": _version("onnxruntime"),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average_start": _LOAD_START,
     })
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -123,30 +122,6 @@ class BenchConfig:
 
 # --------------------------------------------------------------------------------------------
 # machine
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> str:
-    """The SIMD extensions that matter for the kernels (avx2 / avx512* / amx*)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                keep = [f for f in flags if f.startswith(("avx2", "avx512", "amx", "fma"))]
-                return " ".join(sorted(keep))
-    except OSError:
-        pass
-    return ""
 
 
 def load_average() -> tuple[float, float, float] | None:

@@ -40,6 +40,7 @@ import torch
 from temseg.checkpoint import SegmentationModel, save_checkpoint
 from temseg.io.slides import open_slide
 from temseg.models import UNetConfig, build_model
+from temseg.policy import cpu_model
 from temseg.synth import write_slide
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,12 +135,6 @@ def compare(name: str, inputs: list[Path], ckpt: Path, work: Path, fmt: str,
     return row
 
 
-def cpu_model() -> str:
-    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    found = re.search(r"Model name:\s*(.+)", text)
-    return f"{found[1].strip() if found else 'unknown'}, {os.cpu_count()} CPUs"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", default="build/ray-scaling")
@@ -166,7 +161,8 @@ def main() -> None:
                         a.repeats)]
     finally:
         ray.shutdown()
-    result = {"cpu": cpu_model(), "torch_threads_plain": torch.get_num_threads(),
+    result = {"cpu": f"{cpu_model()}, {os.cpu_count()} CPUs",
+              "torch_threads_plain": torch.get_num_threads(),
               "ray_cluster_start_s": round(cluster_start, 1), "rows": rows}
     print(json.dumps(result, indent=2))
     if a.out:

@@ -9,7 +9,8 @@ time augmentation). A study that is interrupted resumes where it stopped: finish
 kept, an unfinished training resumes from its ``last.pt``.
 
 Files in ``OUT``: ``fold-K/`` (each a training run folder plus ``cv_report.json``),
-``cv.json`` (every fold and the summary) and ``cv.md`` (the table).
+``cv.json`` (every fold and the summary) and ``cv.md`` (the table, and the machine that
+trained each fold: a time budget buys steps).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def _fold_report(config: TrainConfig, k: int, test_groups: list[str], samples: l
     report: dict[str, Any] = {"fold": k, "test_groups": test_groups,
                               "test_images": [s.name for s in test_s],
                               "steps": summary["steps"], "elapsed_s": summary["elapsed_s"],
-                              "best_epoch": summary["best_epoch"]}
+                              "best_epoch": summary["best_epoch"],
+                              "machine": summary.get("machine")}
     predictor = Predictor.open(out, progress=False)  # opened once; TTA is a setting
     for key, use_tta in (("plain", False), ("tta", True))[: 2 if tta else 1]:
         ev = replace(predictor, tta=use_tta).evaluate_samples(test_s)
@@ -97,7 +99,27 @@ def format_cv_table(reports: list[dict[str, Any]], summary: dict[str, Any]) -> s
              f"{summary[k]['min']:.3f})**" for k in ("plain", "tta") if k in summary]
     per_class = [f"{np.mean([r['plain']['dice'][c] for r in reports]):.3f}" for c in classes]
     lines.append("| " + " | ".join(["**mean +- sd (min)**", "", ""] + per_class + stats) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + _machine_lines(reports))
+
+
+def _machine_lines(reports: list[dict[str, Any]]) -> list[str]:
+    """Which machine trained which folds: a time budget buys steps, so results from
+    different CPUs or thread counts do not compare (docs/accuracy.md)."""
+    seen: dict[str, list[str]] = {}
+    for r in reports:
+        seen.setdefault(_machine_text(r.get("machine")), []).append(str(r["fold"]))
+    return [f"Trained on: {text} (fold{'s' * (len(f) > 1)} {', '.join(f)})"
+            for text, f in seen.items()]
+
+
+def _machine_text(m: dict[str, Any] | None) -> str:
+    """One line for :func:`temseg.policy.machine`'s record."""
+    if m is None:
+        return "unrecorded (trained before temseg recorded it)"
+    flags = f" [{m['cpu_flags']}]" if m["cpu_flags"] else ""
+    cuda = f", {m['cuda']}" if m.get("cuda") else ""
+    return (f"{m['cpu_model']}{flags}, {m['torch_threads']} torch threads of "
+            f"{m['logical_cpus']} CPUs, torch {m['torch']}{cuda}")
 
 
 def cross_validate(config: TrainConfig, folds: int = 3, tta: bool = True) -> dict[str, Any]:

@@ -16,25 +16,51 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 __all__ = ["AMP_CHOICES", "Precision", "choose_compile", "choose_device", "choose_precision",
-           "cpu_flags", "cpu_has_native_bf16", "cpu_has_vnni", "inference_precision"]
+           "cpu_flags", "cpu_has_native_bf16", "cpu_has_vnni", "cpu_model", "inference_precision",
+           "machine"]
 
 AMP_CHOICES = ("auto", "bf16", "off")
+
+
+def _cpuinfo(field: str, path: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first ``field`` of /proc/cpuinfo (None where there is none or it cannot be read)."""
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            if line.startswith(field) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return None
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    return frozenset((_cpuinfo("flags") or "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo; ``platform.processor()`` elsewhere)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """What a timed or time-budgeted result depends on, recorded beside it (training
+    summaries, ``temseg cv``, the benchmarks): the CPU's model and its SIMD extensions that
+    decide the kernels and precision (avx2 / avx512* / amx* / fma), logical CPUs, torch's
+    threads and version, the CUDA device's name (None without one)."""
+    simd = sorted(f for f in cpu_flags() if f.startswith(("avx2", "avx512", "amx", "fma")))
+    return {"cpu_model": cpu_model(), "cpu_flags": " ".join(simd),
+            "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def cpu_has_native_bf16() -> bool:

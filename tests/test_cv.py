@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from temseg import policy
 from temseg.cli import main
-from temseg.cv import assign_folds, cross_validate, summarize_folds
+from temseg.cv import assign_folds, cross_validate, format_cv_table, summarize_folds
 from temseg.models import UNetConfig
 from temseg.train import TrainConfig
 
@@ -36,6 +37,18 @@ def test_summary_statistics():
     assert s["tta"]["max"] == pytest.approx(0.91)
 
 
+def test_table_names_the_machine_of_each_fold():
+    m = {"cpu_model": "CPU A", "cpu_flags": "avx2 fma", "logical_cpus": 2, "torch_threads": 1,
+         "torch": "2.13.0", "cuda": None}
+    reports = [{"fold": k, "test_groups": ["g"], "steps": 1, "machine": machine,
+                "plain": {"mean_dice": 0.8, "dice": {"background": 0.8, "blood_vessel": None}}}
+               for k, machine in enumerate([m, None, m])]
+    table = format_cv_table(reports, summarize_folds(reports))
+    assert ("Trained on: CPU A [avx2 fma], 1 torch threads of 2 CPUs, torch 2.13.0 (folds 0, 2)"
+            in table)
+    assert "Trained on: unrecorded (trained before temseg recorded it) (fold 1)" in table
+
+
 def test_study_never_trains_on_a_fold_and_resumes(blocks: Path, tmp_path: Path):
     out = tmp_path / "cv"  # blocks: img_0, img_1, img_2, each its own group
     config = TrainConfig(data=str(blocks), out=str(out), model=TINY, epochs=1, batch_size=2,
@@ -49,6 +62,8 @@ def test_study_never_trains_on_a_fold_and_resumes(blocks: Path, tmp_path: Path):
         assert r["plain"]["mean_dice"] is not None and "tta" in r
     table = (out / "cv.md").read_text()
     assert table.count("\n| ") == 4 and "mean +- sd (min)" in table
+    assert all(r["machine"]["cpu_model"] == policy.cpu_model() for r in result["folds"])
+    assert f"Trained on: {policy.cpu_model()}" in table and "(folds 0, 1, 2)" in table
     # a second run keeps the finished folds' models (no retraining)
     stamp = (out / "fold-0" / "best.pt").stat().st_mtime_ns
     again = cross_validate(config, folds=3, tta=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 
@@ -86,3 +88,21 @@ def test_compile_policy():
     assert policy.choose_compile(torch.device("cpu"))[0] is False
     assert policy.choose_compile(torch.device("cuda"))[0] is True
     assert policy.choose_compile(torch.device("cpu"), "on")[0] is True
+
+
+def test_cpuinfo_fields_and_the_machine_record(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Fake Xeon @ 2.0GHz\nflags\t\t: fpu avx2 fma\n\n"
+                    "processor\t: 1\nmodel name\t: Other\n")
+    assert policy._cpuinfo("model name", info) == "Fake Xeon @ 2.0GHz"  # the first CPU's
+    assert policy._cpuinfo("flags", info) == "fpu avx2 fma"
+    assert policy._cpuinfo("bogomips", info) is None
+    assert policy._cpuinfo("flags", tmp_path / "missing") is None
+    monkeypatch.setattr(policy, "cpu_flags", lambda: AMX)
+    monkeypatch.setattr(policy, "_cpuinfo", {"model name": "Fake Xeon"}.get)
+    m = policy.machine()
+    assert m["cpu_model"] == "Fake Xeon"
+    assert m["cpu_flags"] == "amx_bf16 amx_int8 amx_tile avx2 avx512f fma"  # not sse4_2, avx
+    assert m["torch_threads"] == torch.get_num_threads() and m["torch"] == torch.__version__
+    monkeypatch.setattr(policy, "_cpuinfo", lambda field: None)  # no /proc/cpuinfo
+    assert policy.machine()["cpu_model"] == (platform.processor() or platform.machine())

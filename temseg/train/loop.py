@@ -43,7 +43,7 @@ from ..labels import TEM_CLASSES, ClassTable
 from ..losses import DeepSupervisionLoss, DiceCELoss
 from ..metrics import confusion_matrix, summarize
 from ..models import UNetConfig, build_model
-from ..policy import choose_compile, choose_device, choose_precision
+from ..policy import choose_compile, choose_device, choose_precision, machine
 from ..progress import progress_bar
 from .config import TrainConfig
 from .curves import plot_curves
@@ -565,7 +565,7 @@ class Trainer:
                    "elapsed_s": state["elapsed"], "best_epoch": state["best_epoch"],
                    "best_val_mean_dice": state["best"], "stopped_by_time_limit": stopped,
                    "precision": self.precision.reason, "compile": self.compile_reason,
-                   "train_images": [s.name for s in self.train_s],
+                   "machine": machine(), "train_images": [s.name for s in self.train_s],
                    "val_images": [s.name for s in self.val_s], "out": str(self.out)}
         write_json(self.out / "summary.json", summary)
         return summary
